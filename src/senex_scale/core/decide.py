@@ -1,0 +1,619 @@
+"""One tick of decisions: rules -> combined desired count -> bounds -> limits, with reasons.
+
+Per pool::
+
+    every rule votes        out (n) | no change | in (n) | abstains | missing data
+          |
+    combine                 any out: the largest out wins (minus a scale-out cooldown)
+                            else all voting rules say in, nothing missing, nothing starting,
+                            no cooldown, no rule pushed over its threshold: the largest in
+          |
+    fallback                every metric missing for `fallback.after`: at least `fallback.count`
+    bounds                  min/max, raised or lowered by active schedules
+    rate limits             HPA behavior policies (scale-out and scale-in separately)
+
+Every step that changes or holds the number appends a reason. Decisions come out ordered by
+priority (critical first), pools before actions of the same priority, then by name.
+
+``Decider`` compiles a policy once (rules per pool, schedule caches); ``decide()`` is the
+one-shot form. Neither reads the clock: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
+from senex_scale.core.schedule import ScheduleWindows
+from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
+from senex_scale.core.targets import average_replicas, total_replicas
+from senex_scale.core.windows import latest, latest_by_instance, pool_values, sustained
+from senex_scale.policy.durations import format_duration
+from senex_scale.policy.models import (
+    ActionRule,
+    Condition,
+    Notify,
+    Policy,
+    Pool,
+    Priority,
+    Runbook,
+    TargetRule,
+    ThresholdRule,
+    step_size,
+)
+
+Vote = Literal["out", "in", "none", "abstain", "missing"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStatus:
+    """How one rule stood at this tick (for the status page, metrics and the audit log)."""
+
+    rule: str
+    pool: str | None
+    value: float | None
+    vote: Vote | Literal["fires", "cooldown"]
+    held: float
+    """Seconds its condition has held (0 when not breaching)."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do about one pool (a count) or one action rule, and why."""
+
+    kind: Literal["scale", "action"]
+    pool: str | None
+    rule: str | None
+    priority: Priority
+    current: int
+    desired: int
+    reasons: tuple[str, ...]
+    action: Notify | Runbook | None = None
+    min: int | None = None
+    max: int | None = None
+
+    @property
+    def direction(self) -> Literal["out", "in", "none"]:
+        """Which way the count moves."""
+        if self.desired > self.current:
+            return "out"
+        if self.desired < self.current:
+            return "in"
+        return "none"
+
+    @property
+    def act(self) -> bool:
+        """True when something must be done (a count change or an action to run)."""
+        return self.kind == "action" or self.desired != self.current
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape used by ``plan --json``, the audit log and the status API."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "pool": self.pool,
+            "rule": self.rule,
+            "priority": self.priority.value,
+        }
+        if self.kind == "scale":
+            out |= {"current": self.current, "desired": self.desired, "direction": self.direction}
+            out |= {"min": self.min, "max": self.max}
+        out |= {"act": self.act, "reasons": list(self.reasons)}
+        if self.action is not None:
+            out["action"] = self.action.model_dump(mode="json")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The result of one tick: ordered decisions, rule statuses and the updated memory."""
+
+    decisions: tuple[Decision, ...]
+    rules: tuple[RuleStatus, ...]
+    memory: Memory
+
+    def for_pool(self, pool: str) -> Decision:
+        """The scale decision of ``pool``."""
+        for decision in self.decisions:
+            if decision.kind == "scale" and decision.pool == pool:
+                return decision
+        raise KeyError(pool)
+
+
+@dataclass(slots=True)
+class _Vote:
+    rule: ThresholdRule | TargetRule
+    vote: Vote
+    desired: int
+    reason: str
+    status: RuleStatus
+    newest_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Compiled:
+    pool: Pool
+    rules: tuple[ThresholdRule | TargetRule, ...]
+    schedules: tuple[tuple[ScheduleWindows, int | None, int | None, str], ...] = field(default=())
+
+
+def _num(value: float) -> str:
+    return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+class Decider:
+    """A policy compiled for repeated ``decide`` calls (the controller loop, the simulator)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.gap = policy.controller.gap_bound
+        self.stale = policy.controller.stale_bound
+        windows = [ScheduleWindows(s) for s in policy.schedules]
+        self.pools: dict[str, _Compiled] = {}
+        for name, pool in policy.pools.items():
+            scheds = tuple(
+                (w, s.min, s.max, s.name)
+                for w, s in zip(windows, policy.schedules, strict=True)
+                if name in s.pools
+            )
+            self.pools[name] = _Compiled(pool, policy.rules_for(name), scheds)
+        self.actions = policy.action_rules()
+
+    # ------------------------------------------------------------------ public
+
+    def decide(self, observation: Observation, now: float) -> Plan:
+        """Decisions for every pool and action rule at ``now``."""
+        decisions: list[Decision] = []
+        statuses: list[RuleStatus] = []
+        memory = observation.memory
+        new_pools: dict[str, PoolMemory] = dict(memory.pools)
+        for name, compiled in self.pools.items():
+            decision, votes, recs = self._decide_pool(name, compiled, observation, now)
+            decisions.append(decision)
+            statuses.extend(v.status for v in votes)
+            if recs is not None:
+                new_pools[name] = replace(memory.pool(name), recommendations=recs)
+        for rule in self.actions:
+            decision_or_none, status = self._decide_action(rule, observation, now)
+            statuses.append(status)
+            if decision_or_none is not None:
+                decisions.append(decision_or_none)
+        decisions.sort(
+            key=lambda d: (d.priority.rank, d.kind != "scale", d.pool or "", d.rule or "")
+        )
+        new_memory = replace(memory, pools=new_pools) if new_pools != memory.pools else memory
+        return Plan(tuple(decisions), tuple(statuses), new_memory)
+
+    def bounds(self, pool: str, now: float) -> tuple[int, int, list[str]]:
+        """Effective (min, max) of ``pool`` at ``now`` and the schedules that set them."""
+        compiled = self.pools[pool]
+        low, high = compiled.pool.min, compiled.pool.max
+        mins = [(m, n) for w, m, _, n in compiled.schedules if m is not None and w.active(now)]
+        maxs = [(m, n) for w, _, m, n in compiled.schedules if m is not None and w.active(now)]
+        notes: list[str] = []
+        if mins:
+            value, name = max(mins)
+            notes.append(f"schedule {name}: min {low} -> {value}")
+            low = value
+        if maxs:
+            value, name = min(maxs)
+            notes.append(f"schedule {name}: max {high} -> {value}")
+            high = value
+        if low > high:
+            notes.append(f"min {low} above max {high}: max raised to {low}")
+            high = low
+        return low, high, notes
+
+    # ------------------------------------------------------------------ pools
+
+    def _decide_pool(
+        self, name: str, compiled: _Compiled, obs: Observation, now: float
+    ) -> tuple[Decision, list[_Vote], Mapping[str, tuple[tuple[float, int], ...]] | None]:
+        pool = compiled.pool
+        instances = obs.instances.get(name, ())
+        active = [i for i in instances if i.state is not InstanceState.DRAINING]
+        current = len(active)
+        starting = sum(1 for i in active if i.state is InstanceState.STARTING)
+        memory = obs.memory.pool(name)
+        recs: dict[str, tuple[tuple[float, int], ...]] | None = None
+
+        votes: list[_Vote] = []
+        for rule in compiled.rules:
+            if isinstance(rule, ThresholdRule):
+                votes.append(self._threshold_vote(rule, current, obs, now))
+            else:
+                vote, rec = self._target_vote(rule, pool, current, active, memory, obs, now)
+                votes.append(vote)
+                if rec is not None:
+                    if recs is None:
+                        recs = dict(memory.recommendations)
+                    history = tuple(
+                        r
+                        for r in recs.get(rule.name, ())
+                        if now - r[0] <= pool.scale_in_stabilization
+                    )
+                    recs[rule.name] = (*history, rec)
+
+        desired, priority, reasons = self._combine(
+            name, pool, votes, current, starting, memory, now
+        )
+
+        # fallback: every metric missing for long enough
+        if pool.fallback is not None and votes and all(v.vote == "missing" for v in votes):
+            newest = max((v.newest_at for v in votes if v.newest_at is not None), default=None)
+            long_enough = newest is None or now - newest >= pool.fallback.after
+            if long_enough and desired < pool.fallback.count:
+                reasons.append(
+                    f"every metric missing for {format_duration(pool.fallback.after)} or more: "
+                    f"fallback {desired} -> {pool.fallback.count}"
+                )
+                desired = pool.fallback.count
+
+        low, high, notes = self.bounds(name, now)
+        reasons.extend(notes)
+        if desired > high:
+            reasons.append(f"capped {desired} -> {high} by max")
+            desired = high
+        elif desired < low:
+            reasons.append(f"raised {desired} -> {low} by min")
+            desired = low
+            priority = min(priority, pool.priority, key=lambda p: p.rank)
+
+        if desired > current:
+            limit, which = scale_out_limit(current, memory.events, now, pool.scale_out_limits)
+            if desired > limit:
+                reasons.append(f"limited {desired} -> {limit} by rate limit ({which})")
+                desired = limit
+        elif desired < current:
+            limit, which = scale_in_limit(current, memory.events, now, pool.scale_in_limits)
+            if desired < limit:
+                reasons.append(f"limited {desired} -> {limit} by rate limit ({which})")
+                desired = limit
+
+        if desired == current and not any(r.startswith("no change") for r in reasons):
+            reasons.append(f"no change: {current} instances")
+        elif desired != current:
+            reasons.append(f"scale {'out' if desired > current else 'in'} {current} -> {desired}")
+        decision = Decision(
+            kind="scale",
+            pool=name,
+            rule=None,
+            priority=priority,
+            current=current,
+            desired=desired,
+            reasons=tuple(reasons),
+            min=low,
+            max=high,
+        )
+        return decision, votes, recs
+
+    def _combine(
+        self,
+        name: str,
+        pool: Pool,
+        votes: Sequence[_Vote],
+        current: int,
+        starting: int,
+        memory: PoolMemory,
+        now: float,
+    ) -> tuple[int, Priority, list[str]]:
+        """Safest result of all rules: out beats no change beats in; then cooldowns and guards."""
+        outs = [v for v in votes if v.vote == "out"]
+        ins = [v for v in votes if v.vote == "in"]
+        nones = [v for v in votes if v.vote == "none"]
+        missing = [v for v in votes if v.vote == "missing"]
+        reasons: list[str] = []
+        if outs:
+            best = max(outs, key=lambda v: (v.desired, -v.rule.priority.rank))
+            priority = min((v.rule.priority for v in outs), key=lambda p: p.rank)
+            reasons.extend(v.reason for v in sorted(outs, key=lambda v: -v.desired))
+            last = memory.last_scale("out")
+            if last is not None and now - last < pool.scale_out_cooldown:
+                left = pool.scale_out_cooldown - (now - last)
+                reasons.append(
+                    f"no change: scale-out cooldown, {format_duration(left)} of "
+                    f"{format_duration(pool.scale_out_cooldown)} left"
+                )
+                return current, priority, reasons
+            return best.desired, priority, reasons
+        priority = pool.priority
+        if not ins:
+            reasons.extend(v.reason for v in (*nones, *missing))
+            return current, priority, reasons
+        reasons.extend(v.reason for v in ins)
+        priority = min((v.rule.priority for v in ins), key=lambda p: p.rank)
+        if missing:
+            names = ", ".join(v.rule.name for v in missing)
+            reasons.extend(v.reason for v in missing)
+            reasons.append(f"no change: no scale-in while {names} has no data")
+            return current, priority, reasons
+        if nones:
+            reasons.extend(v.reason for v in nones)
+            names = ", ".join(v.rule.name for v in nones)
+            reasons.append(f"no change: {names} does not agree to scale in")
+            return current, priority, reasons
+        if starting:
+            reasons.append(f"no change: scale-out in progress ({starting} starting)")
+            return current, priority, reasons
+        last = memory.last_scale("any")
+        if last is not None and now - last < pool.scale_in_cooldown:
+            left = pool.scale_in_cooldown - (now - last)
+            reasons.append(
+                f"no change: scale-in cooldown, {format_duration(left)} of "
+                f"{format_duration(pool.scale_in_cooldown)} left"
+            )
+            return current, priority, reasons
+        desired = min(v.desired for v in ins)
+        # Anti-flap: a per-instance average would rise by current/desired after the scale-in.
+        for vote in votes:
+            veto = _would_breach(vote, current, desired)
+            if veto:
+                reasons.append(f"no change: {veto}")
+                return current, priority, reasons
+        return max(desired, 0), priority, reasons
+
+    def _threshold_vote(
+        self, rule: ThresholdRule, current: int, obs: Observation, now: float
+    ) -> _Vote:
+        samples = obs.samples.get(rule.name, ())
+        how = rule.metric.aggregate
+        error = obs.errors.get(rule.name)
+        if error is not None:
+            return self._missing(rule, f"source error: {error}", samples, now)
+        out_streak = in_streak = None
+        if rule.scale_out is not None:
+            out_streak = self._streak(samples, how, rule.scale_out, now)
+            if out_streak.missing:
+                return self._missing(rule, out_streak.missing, samples, now)
+            if out_streak.fires:
+                assert out_streak.value is not None
+                step = step_size(rule.scale_out.step, current)
+                reason = (
+                    f"{rule.name} {_num(out_streak.value)} {rule.scale_out.describe()}: "
+                    f"+{step} ({current} -> {current + step})"
+                )
+                return _Vote(
+                    rule,
+                    "out",
+                    current + step,
+                    reason,
+                    RuleStatus(
+                        rule.name, rule.pool, out_streak.value, "out", out_streak.held, reason
+                    ),
+                )
+        if rule.scale_in is not None:
+            in_streak = self._streak(samples, how, rule.scale_in, now)
+            if in_streak.missing:
+                return self._missing(rule, in_streak.missing, samples, now)
+            if in_streak.fires:
+                assert in_streak.value is not None
+                step = min(step_size(rule.scale_in.step, current), current)
+                reason = (
+                    f"{rule.name} {_num(in_streak.value)} {rule.scale_in.describe()}: "
+                    f"-{step} ({current} -> {current - step})"
+                )
+                return _Vote(
+                    rule,
+                    "in",
+                    current - step,
+                    reason,
+                    RuleStatus(rule.name, rule.pool, in_streak.value, "in", in_streak.held, reason),
+                )
+        streak = out_streak or in_streak
+        assert streak is not None and streak.value is not None
+        value = streak.value
+        partial = [
+            (cond, s)
+            for cond, s in ((rule.scale_out, out_streak), (rule.scale_in, in_streak))
+            if cond is not None and s is not None and s.held > 0
+        ]
+        if partial:
+            cond, s = partial[0]
+            assert cond is not None and s is not None
+            text = (
+                f"{rule.name} {_num(value)} {cond.describe().split(' for ')[0]} for "
+                f"{format_duration(s.held)} of {format_duration(cond.for_)}"
+            )
+        else:
+            text = f"{rule.name} {_num(value)}: within {_band(rule)}"
+        vote: Vote = "none" if rule.scale_in is not None else "abstain"
+        return _Vote(
+            rule,
+            vote,
+            current,
+            text,
+            RuleStatus(
+                rule.name, rule.pool, value, vote, partial[0][1].held if partial else 0.0, text
+            ),
+        )
+
+    def _target_vote(
+        self,
+        rule: TargetRule,
+        pool: Pool,
+        current: int,
+        active: Sequence[Instance],
+        memory: PoolMemory,
+        obs: Observation,
+        now: float,
+    ) -> tuple[_Vote, tuple[float, int] | None]:
+        samples = obs.samples.get(rule.name, ())
+        error = obs.errors.get(rule.name)
+        if error is not None:
+            return self._missing(rule, f"source error: {error}", samples, now), None
+        tol = rule.tolerance
+        if rule.target_type == "average":
+            values = latest_by_instance(samples, now, self.stale)
+            warm = [i for i in active if i.warm(now, pool.warmup)]
+            ready_values = {i.id: values[i.id] for i in warm if i.id in values}
+            if not ready_values:
+                why = "no fresh sample from a ready instance" if values or samples else "no samples"
+                return self._missing(rule, why, samples, now), None
+            value = sum(ready_values.values()) / len(ready_values)
+            raw, how = average_replicas(
+                current,
+                ready_values,
+                missing=len(warm) - len(ready_values),
+                unready=len(active) - len(warm),
+                target=rule.target,
+                tolerance_out=tol.scale_out,
+                tolerance_in=tol.scale_in,
+            )
+        else:
+            total, why_missing = latest(samples, rule.metric.aggregate, now, self.stale)
+            if total is None:
+                return self._missing(rule, why_missing or "no samples", samples, now), None
+            value = total
+            raw, how = total_replicas(current, total, rule.target, tol.scale_out, tol.scale_in)
+        head = f"{rule.name} {_num(value)} (target {rule.target:g}): {how}"
+        rec = (now, raw)
+        if raw > current:
+            reason = f"{head}: {current} -> {raw}"
+            return _Vote(
+                rule,
+                "out",
+                raw,
+                reason,
+                RuleStatus(rule.name, rule.pool, value, "out", 0.0, reason),
+            ), rec
+        if raw < current:
+            held = stabilized(
+                memory.recommendations.get(rule.name, ()), now, pool.scale_in_stabilization, raw
+            )
+            if held < current:
+                reason = f"{head}: {current} -> {held}" + (
+                    f" (highest of last {format_duration(pool.scale_in_stabilization)}: {held})"
+                    if held != raw
+                    else ""
+                )
+                return _Vote(
+                    rule,
+                    "in",
+                    held,
+                    reason,
+                    RuleStatus(rule.name, rule.pool, value, "in", 0.0, reason),
+                ), rec
+            reason = (
+                f"{head}: wants {raw}, stabilization holds {current} "
+                f"(highest of last {format_duration(pool.scale_in_stabilization)})"
+            )
+            return _Vote(
+                rule,
+                "none",
+                current,
+                reason,
+                RuleStatus(rule.name, rule.pool, value, "none", 0.0, reason),
+            ), rec
+        reason = f"{head}: {current} is right"
+        return _Vote(
+            rule,
+            "none",
+            current,
+            reason,
+            RuleStatus(rule.name, rule.pool, value, "none", 0.0, reason),
+        ), rec
+
+    def _missing(
+        self, rule: ThresholdRule | TargetRule, why: str, samples: Sequence[Sample], now: float
+    ) -> _Vote:
+        newest = next((at for at, _ in pool_values(samples, "max", now)), None)
+        reason = f"{rule.name}: no data ({why})"
+        return _Vote(
+            rule,
+            "missing",
+            0,
+            reason,
+            RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason),
+            newest_at=newest,
+        )
+
+    def _streak(self, samples: Sequence[Sample], how: str, cond: Condition, now: float) -> Any:
+        return sustained(samples, how, cond.breached, now, cond.for_, self.gap, self.stale)
+
+    # ------------------------------------------------------------------ actions
+
+    def _decide_action(
+        self, rule: ActionRule, obs: Observation, now: float
+    ) -> tuple[Decision | None, RuleStatus]:
+        error = obs.errors.get(rule.name)
+        if error is not None:
+            reason = f"{rule.name}: no data (source error: {error})"
+            return None, RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason)
+        samples = obs.samples.get(rule.name, ())
+        streak = self._streak(samples, rule.metric.aggregate, rule.when, now)
+        if streak.missing:
+            reason = f"{rule.name}: no data ({streak.missing})"
+            return None, RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason)
+        if not streak.fires:
+            reason = f"{rule.name} {_num(streak.value)}: not {rule.when.describe()}"
+            return None, RuleStatus(rule.name, rule.pool, streak.value, "none", streak.held, reason)
+        cooldown = (
+            rule.cooldown if rule.cooldown is not None else self.policy.controller.action_cooldown
+        )
+        last = obs.memory.actions.get(rule.name)
+        head = f"{rule.name} {_num(streak.value)} {rule.when.describe()}"
+        if last is not None and now - last < cooldown:
+            reason = (
+                f"{head}: fired {format_duration(now - last)} ago, "
+                f"cooldown {format_duration(cooldown)}"
+            )
+            return None, RuleStatus(
+                rule.name, rule.pool, streak.value, "cooldown", streak.held, reason
+            )
+        what = (
+            rule.action.message if isinstance(rule.action, Notify) else " ".join(rule.action.argv)
+        )
+        reason = f"{head}: {rule.action.type} {what}"
+        decision = Decision(
+            kind="action",
+            pool=rule.pool,
+            rule=rule.name,
+            priority=rule.priority,
+            current=0,
+            desired=0,
+            reasons=(reason,),
+            action=rule.action,
+        )
+        return decision, RuleStatus(
+            rule.name, rule.pool, streak.value, "fires", streak.held, reason
+        )
+
+
+def _band(rule: ThresholdRule) -> str:
+    parts = []
+    if rule.scale_out is not None:
+        parts.append(f"out {rule.scale_out.describe()}")
+    if rule.scale_in is not None:
+        parts.append(f"in {rule.scale_in.describe()}")
+    return ", ".join(parts)
+
+
+def _would_breach(vote: _Vote, current: int, desired: int) -> str | None:
+    """Why removing instances would push an averaged metric over its scale-out line, or None."""
+    rule = vote.rule
+    value = vote.status.value
+    if value is None or desired <= 0 or rule.metric.aggregate != "avg":
+        return None
+    projected = value * current / desired
+    if isinstance(rule, ThresholdRule):
+        cond = rule.scale_out
+        if cond is not None and cond.above is not None and projected > cond.above:
+            return (
+                f"{current} -> {desired} would put {rule.name} at {_num(projected)} "
+                f"> {cond.above:g}, over its scale-out line"
+            )
+    elif rule.target_type == "average":
+        limit = rule.target * (1 + rule.tolerance.scale_out)
+        if projected > limit:
+            return (
+                f"{current} -> {desired} would put {rule.name} at {_num(projected)}, "
+                f"over its target {rule.target:g} (+{rule.tolerance.scale_out:g})"
+            )
+    return None
+
+
+def decide(policy: Policy, observation: Observation, now: float) -> Plan:
+    """Decisions for every pool and action rule of ``policy`` at ``now`` (one-shot)."""
+    return Decider(policy).decide(observation, now)

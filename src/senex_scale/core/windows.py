@@ -1,0 +1,121 @@
+"""Sustained windows with Prometheus ``for:`` semantics, over per-instance or pool samples.
+
+A condition "value > 70 for 5m" holds at ``now`` when the newest sample is fresh, breaches,
+and an unbroken run of breaching samples reaches back at least 5 minutes::
+
+    time ->   |-------- for = 5m --------|
+    samples   o   o   o   o   o   o   o   o        all breach, no gap > max_gap: fires
+    samples   o   o   x   o   o   o   o   o        x is below: the streak starts after x
+    samples   o   o       ....        o   o        a gap longer than max_gap breaks it
+
+Samples of several instances taken at the same time are first combined into one pool value
+(avg, max, min or sum). Walking backwards from the newest sample stops as soon as the answer
+is known, so a long streak does not cost a long walk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from senex_scale.core.state import Sample
+
+
+def _combine(values: list[float], how: str) -> float:
+    if how == "avg":
+        return sum(values) / len(values)
+    if how == "max":
+        return max(values)
+    if how == "min":
+        return min(values)
+    return sum(values)
+
+
+def pool_values(samples: Sequence[Sample], how: str, now: float) -> Iterator[tuple[float, float]]:
+    """(time, pool value) pairs, newest first, at or before ``now``; same-time samples combined."""
+    i = len(samples) - 1
+    while i >= 0 and samples[i].at > now:
+        i -= 1
+    while i >= 0:
+        at = samples[i].at
+        group = [samples[i].value]
+        i -= 1
+        while i >= 0 and samples[i].at == at:
+            group.append(samples[i].value)
+            i -= 1
+        yield at, group[0] if len(group) == 1 else _combine(group, how)
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """How a condition stands at one time."""
+
+    value: float | None
+    """Newest pool value (None when missing)."""
+    held: float
+    """Seconds the condition has held without a break (>= window once it fires)."""
+    fires: bool
+    missing: str | None = None
+    """Why there is no usable value (no samples, stale), or None."""
+
+
+def latest(
+    samples: Sequence[Sample], how: str, now: float, stale: float
+) -> tuple[float | None, str | None]:
+    """Newest pool value if it is fresh, else (None, why)."""
+    for at, value in pool_values(samples, how, now):
+        age = now - at
+        if age > stale:
+            return None, f"newest sample is {age:.0f}s old (stale after {stale:.0f}s)"
+        return value, None
+    return None, "no samples"
+
+
+def sustained(
+    samples: Sequence[Sample],
+    how: str,
+    breached: Callable[[float], bool],
+    now: float,
+    window: float,
+    max_gap: float,
+    stale: float,
+) -> Streak:
+    """Whether ``breached`` has held for every sample in the last ``window`` seconds."""
+    values = pool_values(samples, how, now)
+    first = next(values, None)
+    if first is None:
+        return Streak(None, 0.0, False, "no samples")
+    newest_at, newest = first
+    if now - newest_at > stale:
+        return Streak(
+            None,
+            0.0,
+            False,
+            f"newest sample is {now - newest_at:.0f}s old (stale after {stale:.0f}s)",
+        )
+    if not breached(newest):
+        return Streak(newest, 0.0, False)
+    start = previous = newest_at
+    horizon = now - window
+    if start > horizon:
+        for at, value in values:
+            if previous - at > max_gap or not breached(value):
+                break
+            start = previous = at
+            if start <= horizon:
+                break
+    held = now - start
+    return Streak(newest, held, held >= window)
+
+
+def latest_by_instance(samples: Sequence[Sample], now: float, stale: float) -> dict[str, float]:
+    """Newest fresh value of each instance (samples without an instance are skipped)."""
+    out: dict[str, float] = {}
+    for sample in reversed(samples):
+        if sample.at > now:
+            continue
+        if now - sample.at > stale:
+            break
+        if sample.instance is not None and sample.instance not in out:
+            out[sample.instance] = sample.value
+    return out

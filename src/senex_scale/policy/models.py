@@ -1,0 +1,564 @@
+"""The policy file as validated, frozen models.
+
+Everything downstream (the core, the controller, the simulator) trusts these models: each value
+is checked once here, at load time, and every problem is reported with its dotted path by
+``senex_scale.policy.loading``. Durations are float seconds; names are the TOML keys.
+
+Shape of a policy::
+
+    [controller]        how often to tick, where state lives, gap and staleness bounds
+    [sources.NAME]      metric sources by name (type + driver settings, checked by the driver)
+    [pools.NAME]        groups of identical instances: runtime, balancer, ports, min/max, timing
+    [[rules]]           threshold (hysteresis band), target (HPA) or action (notify/runbook)
+    [[schedules]]       cron or market-relative windows that raise or lower a pool's min/max
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from senex_scale.plugins import REGISTRY, Kind, unknown_name
+from senex_scale.policy.durations import format_duration, parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Priority(StrEnum):
+    """How urgent a rule's action is; decisions come out ordered critical first."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical up to 3 for low: sort key, smallest first."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+
+
+class Model(BaseModel):
+    """Base of every policy model: frozen, unknown keys rejected, TOML names as aliases."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- controller
+
+
+class Controller(Model):
+    """Settings of the controller loop itself."""
+
+    interval: Duration = 15.0
+    """Seconds between ticks. 15 s is the HPA sync period: fast enough for a 5 m window."""
+    state: str = "sqlite:///var/lib/senex-scale/state.db"
+    """Where samples, decisions and the audit log live (sqlite:/// or postgresql://)."""
+    max_gap: Duration | None = None
+    """Longest gap between two samples that still counts as one streak; default 3 intervals."""
+    stale_after: Duration | None = None
+    """A metric whose newest sample is older than this is missing; default 3 intervals."""
+    action_cooldown: Duration = 3600.0
+    """Default quiet time after a notify/runbook action fires, so it does not fire every tick."""
+    retention: Duration = 7 * 86400.0
+    """How long decisions and samples are kept before pruning."""
+    listen: str = "127.0.0.1:9308"
+    """Address of the status page and /metrics: loopback unless you mean otherwise."""
+    dry_run: bool = False
+
+    @property
+    def gap_bound(self) -> float:
+        """Effective ``max_gap`` in seconds."""
+        return self.max_gap if self.max_gap is not None else 3 * self.interval
+
+    @property
+    def stale_bound(self) -> float:
+        """Effective ``stale_after`` in seconds."""
+        return self.stale_after if self.stale_after is not None else 3 * self.interval
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class _PluginSpec(BaseModel):
+    """A driver's settings: ``type`` is checked here, the rest by the driver when it is built."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    kind: ClassVar[Kind] = "source"
+
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        kind = cls.kind
+        if value not in REGISTRY[kind]:
+            raise ValueError(unknown_name(kind, value))
+        return value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The driver-specific settings (everything but ``type``)."""
+        return dict(self.model_extra or {})
+
+
+class SourceSpec(_PluginSpec):
+    """A named metric source, e.g. ``[sources.prom] type = "prometheus"``."""
+
+    kind: ClassVar[Kind] = "source"
+
+
+class RuntimeSpec(_PluginSpec):
+    """Where a pool's instances run, e.g. systemd template units or supervisor programs."""
+
+    kind: ClassVar[Kind] = "runtime"
+
+
+class BalancerSpec(_PluginSpec):
+    """The load balancer in front of a web pool (nginx upstream or HAProxy backend)."""
+
+    kind: ClassVar[Kind] = "balancer"
+
+
+# --------------------------------------------------------------------------- pools
+
+_PORT_SCHEME = re.compile(r"^\s*(\d+)\s*\+\s*n\s*$")
+
+
+def _parse_port_scheme(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _PORT_SCHEME.match(value)
+        if match:
+            return int(match.group(1))
+    raise ValueError(
+        f'{value!r} is not a port scheme (e.g. "8000 + n": instance n listens on 8000+n)'
+    )
+
+
+PortBase = Annotated[int, BeforeValidator(_parse_port_scheme)]
+
+
+def _parse_step(value: object) -> int | float:
+    """A step is a count of instances (int >= 1) or a percent string ("50%") -> float."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f'{value} is not a step: use a count >= 1 or a percent like "50%"')
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            pass
+        else:
+            if 0 < pct <= 1000:
+                return pct / 100.0
+    shown = f'"{value}"' if isinstance(value, str) else repr(value)
+    raise ValueError(f'{shown} is not a step: use a count >= 1 or a percent like "50%"')
+
+
+Step = Annotated[int | float, BeforeValidator(_parse_step)]
+"""A step: ``int`` is a count of instances, ``float`` a fraction of the current count."""
+
+
+def step_size(step: int | float, current: int) -> int:
+    """Instances one step adds or removes at ``current`` instances (a percent rounds up, >= 1)."""
+    if isinstance(step, int):
+        return step
+    return max(1, math.ceil(current * step))
+
+
+class RateLimit(Model):
+    """At most ``instances`` (or ``percent`` of the count at the period's start) per ``period``."""
+
+    instances: int | None = Field(default=None, ge=1)
+    percent: float | None = Field(default=None, gt=0)
+    period: Duration = 15.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RateLimit:
+        if (self.instances is None) == (self.percent is None):
+            raise ValueError("give exactly one of instances or percent")
+        if self.period <= 0:
+            raise ValueError("period must be longer than 0s")
+        return self
+
+
+def _hpa_scale_out_limits() -> tuple[RateLimit, ...]:
+    # Kubernetes HPA default scale-up behavior: 100% or 4 pods per 15 s, whichever is more.
+    return (RateLimit(percent=100, period=15), RateLimit(instances=4, period=15))
+
+
+def _hpa_scale_in_limits() -> tuple[RateLimit, ...]:
+    # Kubernetes HPA default scale-down behavior: up to 100% per 15 s.
+    return (RateLimit(percent=100, period=15),)
+
+
+class Fallback(Model):
+    """What to do when every metric of a pool has been missing for ``after``."""
+
+    count: int = Field(ge=0)
+    """Scale out to at least this many instances (never in: missing data is not low load)."""
+    after: Duration = 300.0
+
+
+class Pool(Model):
+    """A group of identical instances (``django@1..N``, ``celery-worker-trading@1..N``)."""
+
+    kind: Literal["web", "worker"] = "web"
+    """web instances sit behind a balancer and serve HTTP/WebSocket; workers consume queues."""
+    runtime: RuntimeSpec | None = None
+    balancer: BalancerSpec | None = None
+    port: PortBase | None = None
+    """Port scheme "BASE + n": instance n listens on BASE+n (works for n >= 10, unlike 800%i)."""
+    health: str = "/health/"
+    queues: tuple[str, ...] = ()
+    """Celery queues a worker pool consumes (queue-specific workers)."""
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    priority: Priority = Priority.MEDIUM
+    """Priority of bound-driven changes (min/max, schedules) when no rule drove the decision."""
+    drain_timeout: Duration = 120.0
+    """Longest wait for a drained instance's connections and in-flight work before stopping it."""
+    warmup: Duration = 60.0
+    """After start, an instance is not counted as capacity for this long (HPA's cpu init period)."""
+    scale_out_cooldown: Duration = 0.0
+    """No rule-driven scale-out until this long after the last scale-out."""
+    scale_in_cooldown: Duration = 300.0
+    """No rule-driven scale-in until this long after the last scale event in either direction."""
+    scale_in_stabilization: Duration = 300.0
+    """Target rules scale in to the highest recommendation of this window (HPA default 300 s)."""
+    scale_out_limits: tuple[RateLimit, ...] = Field(default_factory=_hpa_scale_out_limits)
+    scale_in_limits: tuple[RateLimit, ...] = Field(default_factory=_hpa_scale_in_limits)
+    fallback: Fallback | None = None
+
+    @field_validator("health")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f'"{value}" is not a path; it must start with "/"')
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Pool:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.port is not None and self.port + self.max > 65535:
+            raise ValueError(f"port {self.port} + n exceeds 65535 at n = max ({self.max})")
+        return self
+
+    def port_of(self, n: int) -> int | None:
+        """The port instance ``n`` listens on, or None when the pool has no port scheme."""
+        return None if self.port is None else self.port + n
+
+
+# --------------------------------------------------------------------------- rules
+
+
+Signal = Literal["cpu", "connections", "queue", "busy", "memory", "disk", "db_cpu"]
+"""cpu: % of one core per instance; connections: WebSockets per instance; queue: tasks waiting
+(pool total); busy: % of worker slots in use; memory: Redis used/max %; disk: used %;
+db_cpu: PostgreSQL server CPU %."""
+
+
+class Metric(Model):
+    """Where a rule's value comes from and how per-instance samples make one pool value."""
+
+    source: str
+    query: str = ""
+    """Source-specific: a PromQL expression, a queue name, a path, a metric name."""
+    aggregate: Literal["avg", "max", "min", "sum"] = "avg"
+    """How samples of several instances at one time combine into the pool's value."""
+    signal: Signal | None = None
+    """What the value means (cpu %, queue length, ...): the simulator and status page use it."""
+
+
+class Condition(Model):
+    """One side of a threshold: ``above`` or ``below`` a value for a sustained window."""
+
+    above: float | None = None
+    below: float | None = None
+    for_: Duration = Field(default=0.0, alias="for")
+    """Every sample in the last ``for`` must breach (Prometheus ``for:``); 0s: the newest one."""
+    step: Step = 1
+
+    @model_validator(mode="after")
+    def _one_side(self) -> Condition:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above or below")
+        return self
+
+    def breached(self, value: float) -> bool:
+        """True when ``value`` is beyond the threshold."""
+        if self.above is not None:
+            return value > self.above
+        assert self.below is not None
+        return value < self.below
+
+    def describe(self) -> str:
+        """'> 70 for 5m' style text for reasons."""
+        op, limit = (">", self.above) if self.above is not None else ("<", self.below)
+        text = f"{op} {limit:g}"
+        if self.for_:
+            text += f" for {format_duration(self.for_)}"
+        return text
+
+
+class _RuleBase(Model):
+    name: str = Field(min_length=1)
+    metric: Metric
+    priority: Priority = Priority.MEDIUM
+    enabled: bool = True
+    description: str = ""
+
+
+class ThresholdRule(_RuleBase):
+    """Scale by a step when the metric stays beyond a threshold (with a hysteresis band)."""
+
+    type: Literal["threshold"] = "threshold"
+    pool: str
+    scale_out: Condition | None = None
+    scale_in: Condition | None = None
+
+    @model_validator(mode="after")
+    def _band(self) -> ThresholdRule:
+        if self.scale_out is None and self.scale_in is None:
+            raise ValueError("give scale_out, scale_in or both")
+        out, inn = self.scale_out, self.scale_in
+        if out is not None and inn is not None:
+            if out.above is not None and inn.below is not None and inn.below >= out.above:
+                raise ValueError(
+                    f"scale_in.below ({inn.below:g}) must be lower than scale_out.above "
+                    f"({out.above:g}), or the pool would oscillate"
+                )
+            if out.below is not None and inn.above is not None and inn.above <= out.below:
+                raise ValueError(
+                    f"scale_in.above ({inn.above:g}) must be higher than scale_out.below "
+                    f"({out.below:g}), or the pool would oscillate"
+                )
+        return self
+
+
+class Tolerance(Model):
+    """HPA tolerance per direction: no change while |value/target - 1| is within it."""
+
+    scale_out: float = Field(default=0.1, ge=0, lt=1)
+    scale_in: float = Field(default=0.1, ge=0, lt=1)
+
+
+def _tolerance(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"scale_out": value, "scale_in": value}
+    return value
+
+
+class TargetRule(_RuleBase):
+    """Target tracking with the Kubernetes HPA algorithm: desired = ceil(current * value / target).
+
+    ``target_type = "average"``: the metric is per instance (CPU %, connections per instance).
+    ``target_type = "total"``: the metric is a pool total (queue length); desired =
+    ceil(total / target), as HPA's External metric with an AverageValue target.
+    """
+
+    type: Literal["target"] = "target"
+    pool: str
+    target: float = Field(gt=0)
+    target_type: Literal["average", "total"] = "average"
+    tolerance: Annotated[Tolerance, BeforeValidator(_tolerance)] = Tolerance()
+
+
+class Notify(Model):
+    """Tell a person: a webhook (JSON POST) or Alertmanager; the message says what to do."""
+
+    type: Literal["notify"] = "notify"
+    message: str = Field(min_length=1)
+    url: str | None = None
+
+
+class Runbook(Model):
+    """Run a command (argv list, never a shell string), e.g. a playbook that adds a replica."""
+
+    type: Literal["runbook"] = "runbook"
+    argv: tuple[str, ...] = Field(min_length=1)
+    timeout: Duration = 600.0
+
+
+Action = Annotated[Notify | Runbook, Field(discriminator="type")]
+
+
+class ActionRule(_RuleBase):
+    """A rule whose action is not an instance count (notify, runbook)."""
+
+    type: Literal["action"] = "action"
+    pool: str | None = None
+    when: Condition
+    action: Action
+    cooldown: Duration | None = None
+    """Quiet time after firing; default ``controller.action_cooldown`` (1 h)."""
+
+
+def _rule_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        tag = value.get("type")
+        if tag is None:
+            if "when" in value or "action" in value:
+                return "action"
+            return "target" if "target" in value else "threshold"
+        return str(tag)
+    return str(getattr(value, "type", "threshold"))
+
+
+RULE_TYPES = ("threshold", "target", "action")
+
+Rule = Annotated[
+    Annotated[ThresholdRule, Tag("threshold")]
+    | Annotated[TargetRule, Tag("target")]
+    | Annotated[ActionRule, Tag("action")],
+    Discriminator(
+        _rule_tag,
+        custom_error_type="rule_type",
+        custom_error_message='type must be "threshold", "target" or "action"',
+    ),
+]
+
+
+# --------------------------------------------------------------------------- schedules
+
+_ANCHOR = re.compile(r"^(open|close)\s*(?:([+-])\s*(\S+))?$")
+
+
+def parse_anchor(text: str) -> tuple[str, float] | None:
+    """``"open-90m"`` -> ("open", -5400.0); None when ``text`` is not a market anchor."""
+    match = _ANCHOR.match(text.strip())
+    if not match:
+        return None
+    offset = parse_duration(match.group(3)) if match.group(3) else 0.0
+    return match.group(1), -offset if match.group(2) == "-" else offset
+
+
+class Schedule(Model):
+    """A window that raises or lowers pools' min/max.
+
+    ``start`` and ``end`` are cron lines (5 fields) in ``timezone``, or, with a ``calendar``,
+    market anchors such as ``"open-90m"`` and ``"close+15m"`` that follow half days. With a
+    calendar, a window only opens on that exchange's trading sessions (holidays are skipped).
+    The window runs from a start to the first end after it.
+    """
+
+    name: str = Field(min_length=1)
+    pools: tuple[str, ...] = Field(min_length=1)
+    start: str
+    end: str
+    timezone: str = "UTC"
+    calendar: str | None = None
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f'"{value}" is not an IANA timezone (e.g. "America/New_York")'
+            ) from None
+        return value
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import exchange_calendars  # imported here: loading pandas is only worth it for calendars
+
+        names = exchange_calendars.get_calendar_names(include_aliases=True)
+        if value not in names:
+            from senex_scale.plugins import did_you_mean
+
+            raise ValueError(f'unknown exchange calendar "{value}"{did_you_mean(value, names)}')
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _when(cls, value: str) -> str:
+        from croniter import croniter
+
+        if parse_anchor(value) is not None:
+            return value.strip()
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f'"{value}" is neither a 5-field cron line (e.g. "0 8 * * MON-FRI") '
+                'nor a market anchor (e.g. "open-90m", "close+15m")'
+            )
+        # croniter accepts some lines that never fire (Feb 30); find one match within 5 years.
+        try:
+            from datetime import datetime
+
+            croniter(value, datetime(2026, 1, 1), max_years_between_matches=5).get_next(datetime)
+        except Exception:
+            raise ValueError(f'cron line "{value}" never fires') from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Schedule:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        anchored = [f for f in ("start", "end") if parse_anchor(getattr(self, f)) is not None]
+        if anchored and self.calendar is None:
+            raise ValueError(
+                f"{anchored[0]} is a market anchor, which needs a calendar (e.g. XNYS)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class Policy(Model):
+    """A whole policy file."""
+
+    controller: Controller = Controller()
+    sources: dict[str, SourceSpec] = {}
+    pools: dict[str, Pool] = {}
+    rules: tuple[Rule, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
+
+    def rules_for(self, pool: str) -> tuple[ThresholdRule | TargetRule, ...]:
+        """Enabled instance-count rules of ``pool``, in file order."""
+        return tuple(
+            r
+            for r in self.rules
+            if r.enabled and isinstance(r, ThresholdRule | TargetRule) and r.pool == pool
+        )
+
+    def action_rules(self) -> tuple[ActionRule, ...]:
+        """Enabled rules whose action is not an instance count."""
+        return tuple(r for r in self.rules if r.enabled and isinstance(r, ActionRule))

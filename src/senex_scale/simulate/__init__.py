@@ -1,0 +1,1 @@
+"""The simulator: replay a load trace through the real decision code."""
