@@ -180,6 +180,199 @@ def plan(
     out.print(table)
 
 
+# --------------------------------------------------------------------------- simulate
+
+trace_app = typer.Typer(
+    help="Make and inspect load traces for the simulator.", no_args_is_help=True
+)
+app.add_typer(trace_app, name="trace")
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _bundled_trace(name: str) -> Path | None:
+    """A bundled trace file (traces/NAME.csv) from the working directory or the checkout."""
+    for root in (Path.cwd(), _REPO):
+        path = root / "traces" / f"{name}.csv"
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_trace(path: Path | None) -> Any:
+    from senex_scale.simulate.generate import generate
+    from senex_scale.simulate.trace import read_trace
+
+    if path is not None:
+        return read_trace(path)
+    bundled = _bundled_trace("trading-day")
+    if bundled is not None:
+        return read_trace(bundled)
+    # installed without the checkout: the bundled file is this generator's output
+    return generate("trading-day")
+
+
+@app.command()
+def simulate(
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", "-t", help="Trace CSV; default: the bundled trading day."),
+    ] = None,
+    policy: PolicyOption = "default",
+    compare: Annotated[
+        str,
+        typer.Option(help="Baselines to run in the same pass (comma-separated, or 'none')."),
+    ] = "seed-script,hpa,static,oracle",
+    model: Annotated[
+        Path | None, typer.Option(help="Capacity model TOML (see docs/simulator.md).")
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the scores as JSON to this file ('-': stdout)."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write an HTML report with plots to this file.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table, no progress bar.")
+    ] = False,
+) -> None:
+    """Replay a load trace through the policy and score it against the baselines."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from senex_scale.policy import load_policy
+    from senex_scale.simulate.model import load_model
+    from senex_scale.simulate.runner import parse_compare
+    from senex_scale.simulate.runner import simulate as run_simulation
+
+    loaded = load_policy(policy)
+    baselines = [] if compare.strip() == "none" else parse_compare(compare)
+    sim_model = load_model(model)
+    loaded_trace = _load_trace(trace)
+    show = not quiet and json_path != Path("-")
+    progress_bar = Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ticks"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress_bar.add_task(name, total=total)
+        progress_bar.update(tasks[name], completed=done)
+
+    with progress_bar:
+        result = run_simulation(loaded_trace, loaded, sim_model, baselines, progress=progress)
+    doc = result.as_dict()
+    if json_path is not None:
+        text = json.dumps(doc, indent=2)
+        if str(json_path) == "-":
+            print(text)
+        else:
+            json_path.write_text(text + "\n", encoding="utf-8")
+    if report is not None:
+        from senex_scale.simulate.report import write_report
+
+        write_report(result, report)
+    if show:
+        _print_scores(result)
+        if json_path is not None:
+            out.print(f"scores written to {json_path}")
+        if report is not None:
+            out.print(f"report written to {report}")
+
+
+def _print_scores(result: Any) -> None:
+    from senex_scale.simulate.score import FIELDS
+
+    trace = result.trace
+    hours = (trace.end - trace.start + trace.step) / 3600
+    table = Table(
+        title=f"{trace.name}: {hours:.1f} h at {trace.step:g} s "
+        "(accuracy/timeshare in %, lower is better)",
+    )
+    headers = {
+        "under_accuracy": "under acc",
+        "over_accuracy": "over acc",
+        "under_timeshare": "under time",
+        "over_timeshare": "over time",
+        "jitter": "jitter/h",
+        "instance_hours": "inst-h",
+        "actions": "actions",
+        "slo_violation_minutes": "SLO min",
+    }
+    table.add_column("pool")
+    table.add_column("policy")
+    for name in FIELDS:
+        table.add_column(headers.get(name, name), justify="right")
+    pools = list(result.policy.pools)
+    for pool in pools:
+        for i, (name, scores) in enumerate(result.scores.items()):
+            s = scores[pool].as_dict()
+            cells = [f"{s[f]:.0f}" if f == "actions" else f"{s[f]:.2f}" for f in FIELDS]
+            style = "bold" if name == "policy" else None
+            table.add_row(
+                pool if i == 0 else "",
+                name,
+                *cells,
+                style=style,
+                end_section=i == len(result.scores) - 1,
+            )
+    # a pipe or CI log gets the full table rather than Rich's 80-column guess
+    wide = Console(highlight=False, width=max(out.width, 140)) if not out.is_terminal else out
+    wide.print(table)
+    if result.unsimulated:
+        out.print(
+            f"rules without a simulated signal (they saw no data): {', '.join(result.unsimulated)}"
+        )
+
+
+@trace_app.command("generate")
+def trace_generate(
+    kind: Annotated[str, typer.Argument(help="trading-day, news-day, holiday or slow-week.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write ('-': stdout).")],
+    start: Annotated[
+        str | None, typer.Option(help="First day (YYYY-MM-DD); default per kind.")
+    ] = None,
+    days: Annotated[int | None, typer.Option(help="Number of days; default per kind.")] = None,
+    step: Annotated[
+        float | None, typer.Option(help="Seconds between rows; default per kind.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same trace.")] = 42,
+    scale: Annotated[float, typer.Option(help="Multiply every demand column.")] = 1.0,
+) -> None:
+    """Generate a synthetic, seeded load trace (see docs/traces.md)."""
+    from datetime import date
+
+    from senex_scale.simulate.generate import generate
+    from senex_scale.simulate.trace import write_trace
+
+    try:
+        first = date.fromisoformat(start) if start is not None else None
+    except ValueError:
+        raise InputError(f'--start: "{start}" is not a date (YYYY-MM-DD)') from None
+    try:
+        made = generate(kind, start=first, days=days, step=step, seed=seed, scale=scale)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    argv = ["senex-scale", "trace", "generate", kind]
+    for flag, value in (("--start", start), ("--days", days), ("--step", step)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--seed", str(seed), "--scale", f"{scale:g}", "--out", str(out_path)]
+    comment = f"generated by: {' '.join(argv)}"
+    if str(out_path) == "-":
+        write_trace(made, sys.stdout, comment=comment)
+    else:
+        write_trace(made, out_path, comment=comment)
+        err.print(f"wrote {len(made.times)} rows to {out_path}")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -140,7 +140,7 @@ def _sessions(name: str) -> _Sessions:
 
 def _to_epoch(wall: datetime, zone: ZoneInfo) -> float:
     """Instant of naive local time ``wall`` in ``zone`` (ambiguous: first; skipped: transition)."""
-    epoch = wall.replace(tzinfo=zone).timestamp()  # fold=0: first instant of an ambiguous time
+    epoch = wall.replace(tzinfo=zone, fold=0).timestamp()  # first instant of an ambiguous time
     if _to_wall(epoch, zone) == wall:
         return epoch
     # ``wall`` falls in a gap. fold=0 maps it with the offset before the transition (too late),
@@ -157,8 +157,8 @@ def _to_epoch(wall: datetime, zone: ZoneInfo) -> float:
 
 
 def _to_wall(epoch: float, zone: ZoneInfo) -> datetime:
-    """Naive local time of ``epoch`` in ``zone``."""
-    return datetime.fromtimestamp(epoch, zone).replace(tzinfo=None)
+    """Naive local time of ``epoch`` in ``zone`` (fold cleared)."""
+    return datetime.fromtimestamp(epoch, zone).replace(tzinfo=None, fold=0)
 
 
 def _day_start(day: date, zone: ZoneInfo) -> float:
@@ -188,11 +188,11 @@ class _Cron:
     def latest(self, now: float, floor: float) -> tuple[float, int] | None:
         """Latest occurrence in ``(floor, now]`` (as instant, session index), or None."""
         here = datetime.fromtimestamp(now, self._zone)
-        wall = here.replace(tzinfo=None)
+        wall = here.replace(tzinfo=None, fold=0)
         if here.fold:
             # In the repeated hour, later wall times map to their first instant, which may be
             # before ``now``: look from where that stops being so.
-            first = wall.replace(tzinfo=self._zone).utcoffset()
+            first = wall.replace(tzinfo=self._zone, fold=0).utcoffset()
             second = here.utcoffset()
             assert first is not None and second is not None
             wall += first - second

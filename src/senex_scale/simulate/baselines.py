@@ -1,0 +1,179 @@
+"""The baselines a policy is scored against, in the same run and on the same trace.
+
+* ``seed-script``: SCALING-STRATEGY.md's ``autoscale.sh`` exactly as written: cron every 5
+  minutes, average CPU of the running Django containers (starting ones included, as ``podman
+  stats`` shows them), +1 above 70, -1 below 30 (``systemctl stop``: no drain), min 2, max 5,
+  no memory between runs; plus the strategy's crontab (start instance 3 of Django and Celery
+  at 08:00, stop it at 23:00, every day). Pools the script does not touch stay as deployed.
+* ``hpa``: the Kubernetes HPA with its defaults (target 70 % CPU, tolerance 0.1, 15 s sync,
+  300 s scale-down stabilization, default rate policies), run through our own core as a
+  policy of one target rule per pool (the core implements the HPA algorithm), same min/max,
+  same start-up delay.
+* ``static``: max instances all the time.
+* ``oracle``: the least supply that meets demand with perfect foresight: it starts instances
+  one start-up delay before they are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from senex_scale.core import InstanceState
+from senex_scale.policy.loading import validate_policy
+from senex_scale.policy.models import Policy
+from senex_scale.simulate.engine import PoolView
+from senex_scale.simulate.model import SimModel, pool_loads
+from senex_scale.simulate.trace import Trace
+
+BASELINES = ("seed-script", "hpa", "static", "oracle")
+
+
+class StaticController:
+    """Max instances all the time."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.name = "static"
+        self.policy = policy
+
+    def initial(self, pool: str) -> int:
+        """The pool's max."""
+        return self.policy.pools[pool].max
+
+    def step(
+        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
+    ) -> dict[str, int]:
+        """Never changes anything."""
+        return {}
+
+
+class OracleController:
+    """Perfect foresight: supply follows demand, started one start-up delay ahead."""
+
+    def __init__(self, policy: Policy, model: SimModel, trace: Trace) -> None:
+        self.name = "oracle"
+        self.policy = policy
+        self.need: dict[str, list[int]] = {}
+        step = trace.step
+        for load in pool_loads(policy, model, trace):
+            limit = policy.pools[load.name].max
+            demand = [min(int(d), limit) for d in load.demand.tolist()]
+            ahead = math.ceil(load.model.startup / step)
+            n = len(demand)
+            # at tick k, have enough for now and for everything until a new start would be ready
+            self.need[load.name] = (
+                [max(demand[k : min(n, k + ahead + 1)]) for k in range(n)] if ahead else demand
+            )
+
+    def initial(self, pool: str) -> int:
+        """What the first tick needs."""
+        return self.need[pool][0]
+
+    def step(
+        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
+    ) -> dict[str, int]:
+        """Exactly what is needed now and within the start-up delay."""
+        changes = {}
+        for name, view in pools.items():
+            want = self.need[name][min(k + 1, len(self.need[name]) - 1)]
+            if want != view.running:
+                changes[name] = want
+        return changes
+
+
+class SeedScriptController:
+    """``autoscale.sh`` from cron every 5 minutes, plus the strategy's 08:00/23:00 crontab."""
+
+    CPU_UP, CPU_DOWN, MIN, MAX = 70.0, 30.0, 2, 5
+    PERIOD = 300.0
+
+    def __init__(self, policy: Policy, timezone: str = "America/New_York") -> None:
+        self.name = "seed-script"
+        self.policy = policy
+        self.zone = ZoneInfo(timezone)
+        self.web = next((n for n, p in policy.pools.items() if p.kind == "web"), None)
+        self.generic = "celery" if "celery" in policy.pools else None
+        self.last_slot = -1
+
+    def initial(self, pool: str) -> int:
+        """As deployed: django@1-2, celery-worker@1-2 (@3 starts at 08:00), one per queue pool."""
+        if pool == self.web:
+            return self.MIN
+        if pool == self.generic:
+            return 2
+        return max(1, self.policy.pools[pool].min)
+
+    def step(
+        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
+    ) -> dict[str, int]:
+        """Run the crontab entries whose minute has come."""
+        slot = int(t // self.PERIOD)
+        if slot == self.last_slot:
+            return {}
+        self.last_slot = slot
+        changes: dict[str, int] = {}
+        local = datetime.fromtimestamp(t, self.zone)
+        for name in (self.web, self.generic):
+            if name is None or name not in pools:
+                continue
+            running = pools[name].running
+            if local.hour == 8 and local.minute < 5 and running < 3:
+                changes[name] = 3  # systemctl --user start django@3 celery-worker@3
+            elif local.hour == 23 and local.minute < 5 and running >= 3:
+                changes[name] = running - 1  # systemctl --user stop django@3 celery-worker@3
+        if self.web is not None and self.web in pools:
+            view = pools[self.web]
+            current = changes.get(self.web, view.running)
+            cpus = [
+                view.metrics["cpu"] if i.state is InstanceState.READY else _booting_cpu()
+                for i in view.instances
+                if i.state is not InstanceState.DRAINING
+            ]
+            avg = sum(cpus) / len(cpus) if cpus else 0.0
+            if avg > self.CPU_UP and current < self.MAX:
+                changes[self.web] = current + 1
+            elif avg < self.CPU_DOWN and current > self.MIN:
+                changes[self.web] = current - 1
+        return changes
+
+
+def _booting_cpu() -> float:
+    """CPU a container shows in ``podman stats`` while Daphne is still starting."""
+    return 5.0
+
+
+def hpa_policy(policy: Policy, target: float = 70.0) -> Policy:
+    """The Kubernetes HPA with default behaviour over the pools of ``policy``."""
+    pools: dict[str, Any] = {}
+    rules: list[dict[str, Any]] = []
+    for name, pool in policy.pools.items():
+        pools[name] = {
+            "kind": pool.kind,
+            "queues": list(pool.queues),
+            "min": pool.min,
+            "max": pool.max,
+            "warmup": pool.warmup,
+            "scale_out_cooldown": 0,
+            "scale_in_cooldown": 0,
+            "scale_in_stabilization": 300,
+        }
+        rules.append(
+            {
+                "name": f"hpa-{name}",
+                "type": "target",
+                "pool": name,
+                "metric": {"source": "sim", "signal": "cpu"},
+                "target": target,
+                "target_type": "average",
+                "tolerance": 0.1,
+            }
+        )
+    data = {
+        "controller": {"interval": "15s"},
+        "sources": {"sim": {"type": "simulated"}},
+        "pools": pools,
+        "rules": rules,
+    }
+    return validate_policy(data, source="<hpa baseline>")

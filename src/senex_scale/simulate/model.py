@@ -1,0 +1,188 @@
+"""The capacity model: turns demand (a trace) and supply (serving instances) into metrics.
+
+One ``PoolModel`` per pool, configurable in a TOML file (``senex-scale simulate --model``)::
+
+    [pools.django]                 # a web pool (Django/Daphne behind the balancer)
+    rps_per_instance = 60          # requests/s one instance serves at 100 % CPU
+    ws_per_instance = 2500         # WebSocket connections one instance holds at most
+    ws_cpu_per_1000 = 8            # CPU % one instance spends per 1000 open connections
+    base_cpu = 3                   # CPU % of an idle instance
+    startup = "40s"                # start -> healthy (then it serves)
+    drain = "20s"                  # drain -> stopped
+    cpu_noise = 3                  # std dev of per-tick CPU noise, percentage points
+    target_utilisation = 0.8       # d(t) keeps every instance at or below this
+
+    [pools.celery-trading]         # a worker pool (its queues come from the policy)
+    tasks_per_minute = 120         # tasks one worker completes per minute
+    queue_wait_slo = "60s"         # a task waiting longer than this is an SLO violation
+
+Web pools: load in "instances of work" is ``rps / rps_per_instance + ws * ws_cpu_per_1000 /
+1e5``; per serving instance ``cpu = 100 * load / n + base_cpu (+ noise)``, capped at 100.
+The SLO is violated while utilisation is above 100 % or connections per instance are above
+``ws_per_instance``. Demand ``d(t)`` is the fewest instances that keep utilisation at or below
+``target_utilisation`` and connections within capacity.
+
+Worker pools: a fluid queue ``q += (arrivals - n * tasks_per_minute) * dt / 60`` (never < 0);
+``busy = 100 * min(1, arrivals / capacity)`` (100 while a backlog exists); the SLO is violated
+while the wait ``q / capacity`` exceeds ``queue_wait_slo``. ``d(t) = ceil(arrivals /
+(tasks_per_minute * target_utilisation))``.
+
+Shared signals: PostgreSQL CPU grows with requests and tasks, Redis memory with connections,
+disk stays flat; they feed the matrix's notify/runbook rules.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from senex_scale.errors import InputError
+from senex_scale.policy.models import Duration, Policy
+from senex_scale.simulate.trace import Trace
+
+Array = npt.NDArray[np.float64]
+
+
+class PoolModel(BaseModel):
+    """Capacity of one pool's instances (see the module docstring for the equations)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rps_per_instance: float = Field(default=60.0, gt=0)
+    ws_per_instance: float = Field(default=2500.0, gt=0)
+    ws_cpu_per_1000: float = Field(default=8.0, ge=0)
+    base_cpu: float = Field(default=3.0, ge=0, lt=100)
+    tasks_per_minute: float = Field(default=120.0, gt=0)
+    queue_wait_slo: Duration = 60.0
+    startup: Duration = 40.0
+    drain: Duration = 20.0
+    cpu_noise: float = Field(default=3.0, ge=0)
+    target_utilisation: float = Field(default=0.8, gt=0, le=1)
+
+
+class SimModel(BaseModel):
+    """Capacity models by pool name; pools not named get the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 7
+    pools: dict[str, PoolModel] = {}
+
+    def pool(self, name: str) -> PoolModel:
+        """The model of pool ``name``."""
+        return self.pools.get(name) or PoolModel()
+
+
+def load_model(path: str | Path | None) -> SimModel:
+    """Read a capacity-model TOML file (None: all defaults)."""
+    if path is None:
+        return SimModel()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return SimModel.model_validate(data)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        from senex_scale.policy.loading import format_errors
+
+        raise InputError(f"{path}: " + "; ".join(format_errors(exc, SimModel))) from None
+
+
+class PoolLoad:
+    """A pool's demand on the simulation grid, and the metrics for a given supply."""
+
+    def __init__(
+        self, name: str, kind: str, queues: tuple[str, ...], model: PoolModel, trace: Trace
+    ):
+        self.name = name
+        self.kind = kind
+        self.model = model
+        n = len(trace.times)
+        zeros: Array = np.zeros(n)
+        if kind == "web":
+            self.rps = trace.columns.get("http_rps", zeros)
+            self.ws = trace.columns.get("ws_connections", zeros)
+            self.work = self.rps / model.rps_per_instance + self.ws * model.ws_cpu_per_1000 / 1e5
+            headroom = model.target_utilisation - model.base_cpu / 100
+            need = np.maximum(
+                np.ceil(self.work / headroom - 1e-9), np.ceil(self.ws / model.ws_per_instance)
+            )
+            self.arrivals = zeros
+        else:
+            self.rps = self.ws = self.work = zeros
+            self.arrivals = sum(
+                (trace.columns[f"tasks_{q}"] for q in queues if f"tasks_{q}" in trace.columns),
+                zeros,
+            )
+            per = model.tasks_per_minute * model.target_utilisation
+            need = np.ceil(self.arrivals / per - 1e-9)
+        self.demand: Array = np.maximum(need, 1.0)
+        # Python lists: per-tick scalar access in the simulation loop is faster than numpy's.
+        self.rps_l: list[float] = self.rps.tolist()
+        self.ws_l: list[float] = self.ws.tolist()
+        self.work_l: list[float] = self.work.tolist()
+        self.arrivals_l: list[float] = self.arrivals.tolist()
+
+
+class PoolMeter:
+    """Per-run, per-pool metric state (the worker queue is path-dependent)."""
+
+    __slots__ = ("load", "queue", "step")
+
+    def __init__(self, load: PoolLoad, step: float) -> None:
+        self.load = load
+        self.queue = 0.0
+        self.step = step
+
+    def tick(self, k: int, serving: int, noise: float) -> tuple[dict[str, float], bool]:
+        """Metrics at index ``k`` with ``serving`` instances, and whether the SLO is violated."""
+        load, m = self.load, self.load.model
+        if load.kind == "web":
+            ws = load.ws_l[k]
+            if serving <= 0:
+                loaded = load.work_l[k] > 0 or ws > 0
+                return {"cpu": 100.0, "connections": ws, "busy": 100.0, "queue": 0.0}, loaded
+            util = load.work_l[k] / serving + m.base_cpu / 100
+            cpu = min(100.0, max(0.0, 100 * util + noise))
+            per = ws / serving
+            violated = util > 1.0 or per > m.ws_per_instance
+            return {"cpu": cpu, "connections": per, "busy": cpu, "queue": 0.0}, violated
+        arrivals = load.arrivals_l[k]
+        capacity = serving * m.tasks_per_minute
+        self.queue = max(0.0, self.queue + (arrivals - capacity) * self.step / 60.0)
+        if capacity <= 0:
+            busy = 100.0
+            wait = math.inf if self.queue > 0 or arrivals > 0 else 0.0
+        else:
+            busy = 100.0 if self.queue > 0 else min(100.0, 100.0 * arrivals / capacity)
+            wait = self.queue / capacity * 60.0
+        busy = min(100.0, max(0.0, busy + noise))
+        metrics = {"cpu": busy, "busy": busy, "queue": self.queue, "connections": 0.0}
+        return metrics, wait > m.queue_wait_slo
+
+
+def shared_signals(loads: list[PoolLoad], k: int) -> dict[str, float]:
+    """Stack-wide signals at index ``k``: PostgreSQL CPU, Redis memory and disk use (%)."""
+    rps = sum(p.rps_l[k] for p in loads)
+    ws = sum(p.ws_l[k] for p in loads)
+    tasks = sum(p.arrivals_l[k] for p in loads)
+    return {
+        "db_cpu": min(100.0, 5.0 + 0.12 * rps + 0.02 * tasks),
+        "memory": min(100.0, 35.0 + ws / 250.0),
+        "disk": 55.0,
+    }
+
+
+def pool_loads(policy: Policy, model: SimModel, trace: Trace) -> list[PoolLoad]:
+    """One ``PoolLoad`` per pool of ``policy``, on ``trace``'s grid."""
+    return [
+        PoolLoad(name, pool.kind, pool.queues, model.pool(name), trace)
+        for name, pool in policy.pools.items()
+    ]
