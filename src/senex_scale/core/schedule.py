@@ -13,10 +13,11 @@ simulator's 172,800 calls per schedule and month stay cheap: that part is ours.
 
 Semantics::
 
-    starts   S1                S2 (holiday: no window)          S3     S4
-    ends          E1     E1'                  E2                          E3
-    windows  [S1, E1)                                           [S3 ...[S4, E3)
-                                                                 S4 governs from S4 on
+    time     ──────────────────────────────────────────────────────────────────▶
+    starts   S1              S2 (holiday)               S3        S4
+    ends          E1    E1'                  E2                         E3
+    active() [S1, E1)        None all day    None       [S3, E3)  [S4, E3)
+                                                        until S4  from S4 on
 
 * A window opens at each start occurrence and runs until the first end occurrence strictly
   after that start (E1' closes nothing: its window is already closed).
@@ -62,6 +63,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
@@ -118,6 +120,8 @@ def _sessions(name: str) -> _Sessions:
     import exchange_calendars as xc  # lazy: it pulls in pandas
 
     start, end = CALENDAR_START, CALENDAR_END
+    # Some calendars only exist for some years (XBOM's holidays end in 2026); exchange-calendars
+    # has no public way to ask before building one, so read its factory's bounds if it has one.
     factories = getattr(xc.calendar_utils.global_calendar_dispatcher, "_calendar_factories", {})
     factory = factories.get(xc.resolve_alias(name))
     if factory is not None:
@@ -128,7 +132,12 @@ def _sessions(name: str) -> _Sessions:
     with warnings.catch_warnings():
         # exchange-calendars 4.x trips pandas 3 deprecation warnings while it builds.
         warnings.simplefilter("ignore")
-        calendar = xc.get_calendar(name, start=start.isoformat(), end=end.isoformat())
+        try:
+            calendar = xc.get_calendar(name, start=start.isoformat(), end=end.isoformat())
+        except Exception as exc:  # a third-party failure: say which calendar and range
+            raise PermanentError(
+                f'exchange calendar "{name}" cannot be built for {start} to {end}: {exc}'
+            ) from exc
         dates = tuple(label.date() for label in calendar.sessions)
         opens = tuple(stamp.timestamp() for stamp in calendar.opens)
         closes = tuple(stamp.timestamp() for stamp in calendar.closes)
@@ -169,6 +178,16 @@ def _day_start(day: date, zone: ZoneInfo) -> float:
 # --------------------------------------------------------------------------- occurrences
 
 
+class _Start(NamedTuple):
+    """A start occurrence: what its end is searched from."""
+
+    epoch: float
+    session: int
+    """Index of its session in the calendar (-1 without one)."""
+    wall: datetime | None
+    """Its naive local time, for a cron start."""
+
+
 class _Cron:
     """Occurrences of one cron line in one zone, optionally only on a calendar's sessions."""
 
@@ -185,8 +204,8 @@ class _Cron:
             return -1
         return self._sessions.index(wall.date())
 
-    def latest(self, now: float, floor: float) -> tuple[float, int] | None:
-        """Latest occurrence in ``(floor, now]`` (as instant, session index), or None."""
+    def latest(self, now: float, floor: float) -> _Start | float:
+        """Latest occurrence in ``(floor, now]``; without one, a bound on all earlier ones."""
         here = datetime.fromtimestamp(now, self._zone)
         wall = here.replace(tzinfo=None, fold=0)
         if here.fold:
@@ -202,25 +221,32 @@ class _Cron:
             try:
                 candidate = self._iter.get_prev(datetime)
             except CroniterBadDateError:  # croniter gave up: no occurrence within its search range
-                return None
+                return floor
             epoch = _to_epoch(candidate, self._zone)
             if epoch <= floor:
-                return None
+                return epoch
             if epoch > now:
                 continue
             index = self._session(candidate)
             if index is not None:
-                return epoch, index
+                return _Start(epoch, index, candidate)
             assert sessions is not None
             before = bisect_left(sessions.dates, candidate.date()) - 1
             if before < 0:
-                return None
+                return floor
             day = sessions.dates[before] + timedelta(days=1)
             self._iter.set_current(datetime(day.year, day.month, day.day), force=True)
 
-    def earliest(self, after: float, limit: float) -> float | None:
-        """Earliest occurrence in ``(after, limit]``, or None."""
-        self._iter.set_current(_to_wall(after, self._zone), force=True)
+    def earliest(self, after: float, limit: float, wall: datetime | None = None) -> float | None:
+        """Earliest occurrence in ``(after, limit]``, or None.
+
+        With ``wall`` (the naive local time of a cron start at ``after``), the earliest
+        occurrence at a later *wall* time: it may be at ``after`` itself when both fell in a
+        skipped hour and moved to its end, which makes an empty window rather than one that
+        lasts until the next day's end.
+        """
+        strict = wall is None
+        self._iter.set_current(_to_wall(after, self._zone) if wall is None else wall, force=True)
         sessions = self._sessions
         while True:
             try:
@@ -230,7 +256,7 @@ class _Cron:
             epoch = _to_epoch(candidate, self._zone)
             if epoch > limit:
                 return None
-            if epoch <= after:
+            if epoch < after or (strict and epoch == after):
                 continue  # a later wall time whose first instant is not after ``after``
             if self._session(candidate) is not None:
                 return epoch
@@ -253,12 +279,14 @@ class _Anchor:
         base = sessions.opens if which == "open" else sessions.closes
         self._times = tuple(t + offset for t in base)
 
-    def latest(self, now: float, floor: float) -> tuple[float, int] | None:
-        """Latest occurrence in ``(floor, now]`` (as instant, session index), or None."""
+    def latest(self, now: float, floor: float) -> _Start | float:
+        """Latest occurrence in ``(floor, now]``; without one, a bound on all earlier ones."""
         i = bisect_right(self._times, now) - 1
-        if i < 0 or self._times[i] <= floor:
-            return None
-        return self._times[i], i
+        if i < 0:
+            return -math.inf
+        if self._times[i] <= floor:
+            return self._times[i]
+        return _Start(self._times[i], i, None)
 
     def earliest(self, after: float, limit: float, session: int = 0) -> float | None:
         """Earliest occurrence in ``(after, limit]`` of session ``session`` or later, or None."""
@@ -272,7 +300,11 @@ class _Anchor:
 
 
 class ScheduleWindows:
-    """The windows of one schedule; :meth:`active` answers which one contains a time."""
+    """The windows of one schedule; :meth:`active` answers which one contains a time.
+
+    One instance per schedule, reused across ticks (that is what makes the cache pay); not
+    thread-safe. Building it builds the schedule's calendar the first time that name is used.
+    """
 
     __slots__ = ("_end", "_high", "_known", "_low", "_result", "_start", "_valid", "schedule")
 
@@ -282,13 +314,13 @@ class ScheduleWindows:
         sessions = _sessions(schedule.calendar) if schedule.calendar is not None else None
         self._start = self._occurrences(schedule.start, zone, sessions, filtered=True)
         end = self._occurrences(schedule.end, zone, sessions, filtered=False)
-        self._end: Callable[[float, int, float], float | None]
+        self._end: Callable[[_Start, float], float | None]
         if isinstance(end, _Anchor):
             anchor = end
-            self._end = lambda after, session, limit: anchor.earliest(after, limit, session)
+            self._end = lambda start, limit: anchor.earliest(start.epoch, limit, start.session)
         else:
             cron = end
-            self._end = lambda after, _session, limit: cron.earliest(after, limit)
+            self._end = lambda start, limit: cron.earliest(start.epoch, limit, start.wall)
         self._valid = (-math.inf, math.inf)
         if sessions is not None:
             # Before ``low`` the governing start could precede the calendar; after ``high``
@@ -334,14 +366,13 @@ class ScheduleWindows:
         following = self._start.earliest(now, now + HORIZON)
         high = min(following if following is not None else now + HORIZON, valid_high)
         latest = self._start.latest(now, now - MAX_WINDOW)
-        if latest is None:
-            # No start within MAX_WINDOW: any older window has closed. Its end is not known
-            # here, so the answer is only known to hold from ``now`` on.
-            return None, now, high
-        start, session = latest
-        limit = start + MAX_WINDOW
-        end = self._end(start, session, limit)
-        window = Window(start, end if end is not None else limit)
+        if not isinstance(latest, _Start):
+            # No start within MAX_WINDOW; older ones are at or before ``latest``, so their
+            # windows closed by ``latest + MAX_WINDOW`` (at the latest: ``now``).
+            return None, max(latest + MAX_WINDOW, valid_low), high
+        limit = latest.epoch + MAX_WINDOW
+        end = self._end(latest, limit)
+        window = Window(latest.epoch, end if end is not None else limit)
         if now < window.end:
             return window, window.start, min(window.end, high)
         return None, window.end, high

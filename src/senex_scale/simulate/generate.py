@@ -19,7 +19,7 @@ zone, DST-correct through zoneinfo):
 The trading shape, at ``scale=1`` (http_rps / ws_connections / tasks_trading per minute):
 night 15 / 300 / 20; pre-market rising from 04:00; at the open (09:30) a spike that peaks
 within a minute or two at 280 / 5000 / 900, about 3.3× the mid-morning 85 / 3200 / 300, and
-decays over 20–30 minutes; a lunch lull 12:00–13:30 (55 / 2600 / 190); an afternoon build to
+decays over 20–30 minutes; a lunch lull 12:00–13:30 (55 / 2400 / 190); an afternoon build to
 100 / 3400 / 340; a close spike 15:50–16:00 peaking at 200 / 3700 / 700; after hours decaying
 to 20:00, then night. ``tasks_accounts`` stays near 40–75 with a 20-minute batch at 07:00
 (about 120); ``tasks_general`` near 60–115 with a 30-minute batch at 02:00 (about 200). The
@@ -113,6 +113,7 @@ class _Profile:
     close_decay: float  # minutes
     holiday_peak: float  # top of the daytime hump on a non-session day
     batches: tuple[tuple[float, float, float], ...] = ()  # (hour, minutes, extra level)
+    white_noise: float = 0.03  # per-sample multiplicative noise, standard deviation
     decimals: int = 2
 
 
@@ -145,8 +146,8 @@ _PROFILES: dict[str, _Profile] = {
         session=(
             (10.5, 3200.0),
             (11.75, 3100.0),
-            (12.25, 2600.0),
-            (13.25, 2600.0),
+            (12.25, 2400.0),
+            (13.25, 2400.0),
             (14.0, 2900.0),
             (15.0, 3200.0),
         ),
@@ -158,6 +159,7 @@ _PROFILES: dict[str, _Profile] = {
         close_peak=3700.0,
         close_decay=8.0,
         holiday_peak=800.0,
+        white_noise=0.01,  # a level, not a rate: it moves smoothly
         decimals=0,
     ),
     "tasks_trading": _Profile(
@@ -231,7 +233,6 @@ COLUMNS = tuple(_PROFILES)
 
 CLOSE_RAMP_MINUTES = 10.0
 HOLIDAY_HUMP = (13.0, 3.0)  # centre and width (hours) of the non-session daytime hump
-WHITE_NOISE = 0.03
 WANDER_COMMON = (0.04, 45.0)  # (standard deviation, time constant in minutes)
 WANDER_COLUMN = (0.03, 30.0)
 WANDER_KNOT_MINUTES = 10.0
@@ -240,7 +241,7 @@ WANDER_KNOT_MINUTES = 10.0
 def _trading_curve(p: _Profile, hours: Array, open_h: float, close_h: float) -> Array:
     """The trading shape of one column at New York wall-clock ``hours``."""
     knots: list[tuple[float, float]] = [(0.0, p.night)]
-    knots += [(h, v) for h, v in p.premarket if knots[-1][0] < h < open_h]
+    knots += [(h, v) for h, v in p.premarket if 0.0 < h < open_h]
     knots.append((open_h, p.open_level))
     knots += [(h, v) for h, v in p.session if open_h < h < close_h - 0.25]
     knots += [(close_h - 0.25, p.pre_close), (close_h, p.pre_close)]
@@ -260,7 +261,7 @@ def _trading_curve(p: _Profile, hours: Array, open_h: float, close_h: float) -> 
     open_amplitude = p.open_peak - at(open_h + p.open_rise / 60.0)
 
     minutes = (hours - close_h) * 60.0
-    ramp = np.clip((minutes + CLOSE_RAMP_MINUTES) / CLOSE_RAMP_MINUTES, 0.0, 1.0) ** 2
+    ramp = np.clip((minutes + CLOSE_RAMP_MINUTES) / CLOSE_RAMP_MINUTES, 0.0, 1.0) ** 1.5
     tail = np.exp(-np.clip(minutes, 0.0, None) / p.close_decay)
     close_spike = np.where(minutes < 0.0, ramp, tail)
     close_amplitude = p.close_peak - at(close_h)
@@ -470,7 +471,7 @@ def _day(
             curve = _holiday_curve(profile, hours)
         curve = curve + _batches(profile, hours)
         own = _wander(noise, elapsed, *WANDER_COLUMN)
-        white = noise.normal(0.0, WHITE_NOISE, times.size)
+        white = noise.normal(0.0, profile.white_noise, times.size)
         values = curve * np.exp(common + own + white)
         if burst is not None:
             values = values * burst
