@@ -29,7 +29,14 @@ from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
 from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
 from senex_scale.core.targets import average_replicas, total_replicas
-from senex_scale.core.windows import latest, latest_by_instance, pool_values, sustained
+from senex_scale.core.windows import (
+    Memo,
+    Streak,
+    latest,
+    latest_by_instance,
+    pool_values,
+    sustained,
+)
 from senex_scale.policy.durations import format_duration
 from senex_scale.policy.models import (
     ActionRule,
@@ -160,6 +167,8 @@ class Decider:
             )
             self.pools[name] = _Compiled(pool, policy.rules_for(name), scheds)
         self.actions = policy.action_rules()
+        # streak memo: lets a repeated caller (the loop, the simulator) skip the backward walk
+        self._memo: Memo = {}
 
     # ------------------------------------------------------------------ public
 
@@ -529,8 +538,10 @@ class Decider:
             newest_at=newest,
         )
 
-    def _streak(self, samples: Sequence[Sample], how: str, cond: Condition, now: float) -> Any:
-        return sustained(samples, how, cond.breached, now, cond.for_, self.gap, self.stale)
+    def _streak(self, samples: Sequence[Sample], how: str, cond: Condition, now: float) -> Streak:
+        return sustained(
+            samples, how, cond.breached, now, cond.for_, self.gap, self.stale, self._memo, id(cond)
+        )
 
     # ------------------------------------------------------------------ actions
 
@@ -543,7 +554,7 @@ class Decider:
             return None, RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason)
         samples = obs.samples.get(rule.name, ())
         streak = self._streak(samples, rule.metric.aggregate, rule.when, now)
-        if streak.missing:
+        if streak.missing or streak.value is None:
             reason = f"{rule.name}: no data ({streak.missing})"
             return None, RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason)
         if not streak.fires:

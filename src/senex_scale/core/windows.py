@@ -71,6 +71,10 @@ def latest(
     return None, "no samples"
 
 
+Memo = dict[object, tuple[float, float | None]]
+"""Per condition: (newest sample time seen, streak start then, or None if not breaching)."""
+
+
 def sustained(
     samples: Sequence[Sample],
     how: str,
@@ -79,8 +83,15 @@ def sustained(
     window: float,
     max_gap: float,
     stale: float,
+    memo: Memo | None = None,
+    key: object = None,
 ) -> Streak:
-    """Whether ``breached`` has held for every sample in the last ``window`` seconds."""
+    """Whether ``breached`` has held for every sample in the last ``window`` seconds.
+
+    With a ``memo`` (one per caller, ``key`` per condition), a call whose samples extend the
+    previous call's by one new sample continues the previous streak instead of walking back:
+    same result, constant cost. Any other history falls back to the walk.
+    """
     values = pool_values(samples, how, now)
     first = next(values, None)
     if first is None:
@@ -94,16 +105,35 @@ def sustained(
             f"newest sample is {now - newest_at:.0f}s old (stale after {stale:.0f}s)",
         )
     if not breached(newest):
+        if memo is not None:
+            memo[key] = (newest_at, None)
         return Streak(newest, 0.0, False)
-    start = previous = newest_at
     horizon = now - window
-    if start > horizon:
-        for at, value in values:
-            if previous - at > max_gap or not breached(value):
-                break
-            start = previous = at
-            if start <= horizon:
-                break
+    start: float | None = None
+    if memo is not None and key in memo:
+        seen_at, seen_start = memo[key]
+        if seen_at == newest_at:
+            start = seen_start
+        else:
+            second = next(values, None)
+            if second is not None and second[0] == seen_at:
+                # the newest sample is the only one since the last call
+                joined = seen_start is not None and newest_at - seen_at <= max_gap
+                start = seen_start if joined else newest_at
+            else:
+                values = pool_values(samples, how, now)
+                next(values)
+    if start is None:
+        start = previous = newest_at
+        if start > horizon:
+            for at, value in values:
+                if previous - at > max_gap or not breached(value):
+                    break
+                start = previous = at
+                if start <= horizon:
+                    break
+    if memo is not None:
+        memo[key] = (newest_at, start)
     held = now - start
     return Streak(newest, held, held >= window)
 

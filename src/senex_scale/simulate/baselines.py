@@ -21,12 +21,16 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
+
 from senex_scale.core import InstanceState
 from senex_scale.policy.loading import validate_policy
 from senex_scale.policy.models import Policy
 from senex_scale.simulate.engine import PoolView
-from senex_scale.simulate.model import SimModel, pool_loads
-from senex_scale.simulate.trace import Trace
+from senex_scale.simulate.model import PoolLoad
+
+Array = npt.NDArray[np.float64]
 
 BASELINES = ("seed-script", "hpa", "static", "oracle")
 
@@ -38,56 +42,40 @@ class StaticController:
         self.name = "static"
         self.policy = policy
 
-    def initial(self, pool: str) -> int:
-        """The pool's max."""
-        return self.policy.pools[pool].max
-
-    def step(
-        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
-    ) -> dict[str, int]:
-        """Never changes anything."""
-        return {}
+    def supply(self, load: PoolLoad, times: Array) -> tuple[Array, Array, int]:
+        """The pool's max on every tick, no actions."""
+        flat = np.full(len(times), float(self.policy.pools[load.name].max))
+        return flat, flat.copy(), 0
 
 
 class OracleController:
-    """Perfect foresight: supply follows demand, started one start-up delay ahead."""
+    """Perfect foresight: supply equals demand, each instance started one start-up delay early.
 
-    def __init__(self, policy: Policy, model: SimModel, trace: Trace) -> None:
+    Serving follows ``min(d(t), max)`` exactly; running (what is paid for) also holds the
+    instances that are starting for demand coming within the start-up delay.
+    """
+
+    def __init__(self, policy: Policy) -> None:
         self.name = "oracle"
         self.policy = policy
-        self.need: dict[str, list[int]] = {}
-        step = trace.step
-        for load in pool_loads(policy, model, trace):
-            limit = policy.pools[load.name].max
-            demand = [min(int(d), limit) for d in load.demand.tolist()]
-            ahead = math.ceil(load.model.startup / step)
-            n = len(demand)
-            # at tick k, have enough for now and for everything until a new start would be ready
-            self.need[load.name] = (
-                [max(demand[k : min(n, k + ahead + 1)]) for k in range(n)] if ahead else demand
-            )
 
-    def initial(self, pool: str) -> int:
-        """What the first tick needs."""
-        return self.need[pool][0]
-
-    def step(
-        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
-    ) -> dict[str, int]:
-        """Exactly what is needed now and within the start-up delay."""
-        changes = {}
-        for name, view in pools.items():
-            want = self.need[name][min(k + 1, len(self.need[name]) - 1)]
-            if want != view.running:
-                changes[name] = want
-        return changes
+    def supply(self, load: PoolLoad, times: Array) -> tuple[Array, Array, int]:
+        """Serving = capped demand; running = its maximum over the next start-up delay."""
+        serving = np.minimum(load.demand, float(self.policy.pools[load.name].max))
+        step = float(times[1] - times[0]) if len(times) > 1 else 1.0
+        ahead = math.ceil(load.model.startup / step)
+        running = serving.copy()
+        for shift in range(1, ahead + 1):
+            running[:-shift] = np.maximum(running[:-shift], serving[shift:])
+        actions = int(np.count_nonzero(np.diff(running)))
+        return serving, running, actions
 
 
 class SeedScriptController:
     """``autoscale.sh`` from cron every 5 minutes, plus the strategy's 08:00/23:00 crontab."""
 
     CPU_UP, CPU_DOWN, MIN, MAX = 70.0, 30.0, 2, 5
-    PERIOD = 300.0
+    period: float | None = 300.0  # */5 * * * *
 
     def __init__(self, policy: Policy, timezone: str = "America/New_York") -> None:
         self.name = "seed-script"
@@ -95,7 +83,6 @@ class SeedScriptController:
         self.zone = ZoneInfo(timezone)
         self.web = next((n for n, p in policy.pools.items() if p.kind == "web"), None)
         self.generic = "celery" if "celery" in policy.pools else None
-        self.last_slot = -1
 
     def initial(self, pool: str) -> int:
         """As deployed: django@1-2, celery-worker@1-2 (@3 starts at 08:00), one per queue pool."""
@@ -108,11 +95,7 @@ class SeedScriptController:
     def step(
         self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
     ) -> dict[str, int]:
-        """Run the crontab entries whose minute has come."""
-        slot = int(t // self.PERIOD)
-        if slot == self.last_slot:
-            return {}
-        self.last_slot = slot
+        """Run the crontab entries whose minute has come (the engine calls every 5 minutes)."""
         changes: dict[str, int] = {}
         local = datetime.fromtimestamp(t, self.zone)
         for name in (self.web, self.generic):

@@ -1,17 +1,22 @@
 """The simulation loop: a fake clock, simulated instances, and a controller under test.
 
-Every controller (our policy, the seed's script, the HPA, static, the oracle) runs through the
-same loop on the same trace, capacity model and noise::
+Every controller (our policy, the seed's script, the HPA, static, the oracle) runs on the same
+trace, capacity model and noise::
 
-    for each tick t (the policy's interval):
+    for each tick t the controller acts on (every tick, or every `period` seconds):
         instances: starting -> ready once `startup` passed; draining -> gone once `drain` passed
-        meter:     demand + serving instances -> metrics (cpu, connections, queue, ...) + SLO
+        meter:     demand + serving instances -> metrics (cpu, connections, queue, ...)
         controller.step(t, metrics, instances) -> desired counts
         apply:     start new instances (lowest free number) or drain the newest ones
 
+Supply is recorded as changes (start, ready, drain, gone) and turned into per-tick arrays at
+the end; SLO violations are then computed for all ticks at once by the capacity model. A
+controller that acts every 5 minutes (the seed's cron script) therefore costs 1/20 of the
+ticks, and one that never acts (static, the oracle) costs no loop at all.
+
 Our policy and the HPA baseline are ``PolicyController``s: they feed the metrics as samples
-into ``senex_scale.core.Decider`` (the very code the daemon runs) and remember its memory
-between ticks, as the daemon does.
+into ``senex_scale.core.Decider`` (the very code the daemon runs) and keep its memory between
+ticks, as the daemon does.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from senex_scale.core import Decider, Instance, InstanceState, Memory, Observation, Sample
 from senex_scale.policy.models import ActionRule, Policy, TargetRule
-from senex_scale.simulate.model import PoolLoad, PoolMeter, SimModel, pool_loads, shared_signals
+from senex_scale.simulate.model import PoolLoad, SimModel, pool_loads, shared_signals
 from senex_scale.simulate.score import Score, score
 from senex_scale.simulate.trace import Trace
 
@@ -52,7 +57,7 @@ class SimInstance:
         return self.view
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolView:
     """What a controller sees of one pool at one tick."""
 
@@ -70,6 +75,8 @@ class Controller(Protocol):
     """Something that decides instance counts in the simulation."""
 
     name: str
+    period: float | None
+    """Seconds between its actions (None: every tick)."""
 
     def initial(self, pool: str) -> int:
         """Instances at the start of the trace."""
@@ -79,6 +86,17 @@ class Controller(Protocol):
         self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
     ) -> dict[str, int]:
         """Desired counts for the pools that should change now."""
+        ...
+
+
+@runtime_checkable
+class FixedSupply(Protocol):
+    """A controller whose supply is known in advance (static, oracle): no loop needed."""
+
+    name: str
+
+    def supply(self, load: PoolLoad, times: Array) -> tuple[Array, Array, int]:
+        """(serving, running, actions) per tick for one pool."""
         ...
 
 
@@ -97,8 +115,9 @@ class PoolRun:
         result = score(
             self.demand, self.supply, step, actions=self.actions, violation=self.violation
         )
-        hours = float(self.running.sum()) * step / 3600.0
-        return Score(**{**result.as_dict(), "instance_hours": hours})  # type: ignore[arg-type]
+        fields = result.as_dict()
+        fields["instance_hours"] = float(self.running.sum()) * step / 3600.0
+        return Score(**fields)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -114,6 +133,8 @@ class RunResult:
 class PolicyController:
     """Runs a policy through the real decision core, one tick at a time."""
 
+    period: float | None = None
+
     def __init__(self, name: str, policy: Policy) -> None:
         self.name = name
         self.policy = policy
@@ -121,28 +142,30 @@ class PolicyController:
         self.memory = Memory()
         self.history: dict[str, deque[Sample]] = {}
         self.fired: list[tuple[float, str, str]] = []
-        self.rules: list[tuple[str, str | None, str | None, bool]] = []
-        windows = [policy.controller.gap_bound + policy.controller.stale_bound]
+        self.rules: list[tuple[deque[Sample], str | None, str | None, bool]] = []
+        controller = policy.controller
+        windows = [0.0]
         for rule in policy.rules:
             if not rule.enabled:
                 continue
             per_instance = isinstance(rule, TargetRule) and rule.target_type == "average"
-            self.rules.append((rule.name, rule.pool, rule.metric.signal, per_instance))
-            self.history[rule.name] = deque()
+            history: deque[Sample] = deque()
+            self.history[rule.name] = history
+            self.rules.append((history, rule.pool, rule.metric.signal, per_instance))
             if isinstance(rule, ActionRule):
                 windows.append(rule.when.for_)
             elif not isinstance(rule, TargetRule):
                 windows.extend(c.for_ for c in (rule.scale_out, rule.scale_in) if c is not None)
-        self.horizon = max(windows) + policy.controller.gap_bound + policy.controller.interval
+        # samples older than the longest window (plus a gap and a tick) can no longer matter
+        self.horizon = (
+            max(windows) + controller.gap_bound + controller.stale_bound + controller.interval
+        )
+        pools = policy.pools.values()
         self.keep = max(
-            [p.scale_out_cooldown for p in policy.pools.values()]
-            + [p.scale_in_cooldown for p in policy.pools.values()]
-            + [
-                lim.period
-                for p in policy.pools.values()
-                for lim in (*p.scale_out_limits, *p.scale_in_limits)
-            ]
-            + [0.0]
+            [0.0]
+            + [p.scale_out_cooldown for p in pools]
+            + [p.scale_in_cooldown for p in pools]
+            + [lim.period for p in pools for lim in (*p.scale_out_limits, *p.scale_in_limits)]
         )
 
     def initial(self, pool: str) -> int:
@@ -154,28 +177,24 @@ class PolicyController:
     ) -> dict[str, int]:
         """Feed this tick's metrics as samples, decide, and remember like the daemon does."""
         cutoff = t - self.horizon
-        for name, pool_name, signal, per_instance in self.rules:
-            history = self.history[name]
+        for history, pool_name, signal, per_instance in self.rules:
             while history and history[0].at < cutoff:
                 history.popleft()
             if signal is None:
                 continue  # no simulated signal: the rule sees missing data, as in an outage
             view = pools.get(pool_name) if pool_name is not None else None
             source = view.metrics if view is not None else shared
-            if signal not in source:
+            value = source.get(signal)
+            if value is None:
                 continue
-            value = source[signal]
             if per_instance and view is not None:
                 for inst in view.instances:
                     if inst.state is InstanceState.READY:
                         history.append(Sample(t, value, str(inst.n)))
             else:
                 history.append(Sample(t, value))
-        instances = {
-            name: tuple(i.as_core() for i in view.instances) for name, view in pools.items()
-        }
-        observation = Observation(instances, self.history, {}, self.memory)
-        plan = self.decider.decide(observation, t)
+        instances = {name: [i.as_core() for i in view.instances] for name, view in pools.items()}
+        plan = self.decider.decide(Observation(instances, self.history, {}, self.memory), t)
         memory = plan.memory
         changes: dict[str, int] = {}
         for decision in plan.decisions:
@@ -193,8 +212,27 @@ class PolicyController:
         return changes
 
 
+@dataclass
+class _Timeline:
+    """Changes of serving and running counts, by tick index; summed into arrays at the end."""
+
+    n: int
+    serving: Array
+    running: Array
+
+    @classmethod
+    def starting_with(cls, n: int, count: int) -> _Timeline:
+        serving = np.zeros(n + 1)
+        running = np.zeros(n + 1)
+        serving[0] = running[0] = count
+        return cls(n, serving, running)
+
+    def arrays(self) -> tuple[Array, Array]:
+        return np.cumsum(self.serving)[: self.n], np.cumsum(self.running)[: self.n]
+
+
 def run(
-    controller: Controller,
+    controller: Controller | FixedSupply,
     trace: Trace,
     policy: Policy,
     model: SimModel,
@@ -203,39 +241,59 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run ``controller`` over ``trace`` (already on the simulation grid)."""
-    step = trace.step
     loads = pool_loads(policy, model, trace)
-    rng = np.random.default_rng(model.seed)
-    noise = {
-        p.name: (rng.standard_normal(len(trace.times)) * p.model.cpu_noise).tolist() for p in loads
-    }
+    n = len(trace.times)
+    if isinstance(controller, FixedSupply):
+        runs = {}
+        for load in loads:
+            serving, running, actions = controller.supply(load, trace.times)
+            runs[load.name] = _pool_run(load, serving, running, actions, trace.step)
+        if progress is not None:
+            progress(n)
+        return RunResult(controller.name, runs)
+    return _loop(controller, trace, policy, model, loads, immediate_stop, progress)
+
+
+def _loop(
+    controller: Controller,
+    trace: Trace,
+    policy: Policy,
+    model: SimModel,
+    loads: list[PoolLoad],
+    immediate_stop: bool,
+    progress: Callable[[int], None] | None,
+) -> RunResult:
+    step = trace.step
     times: list[float] = trace.times.tolist()
+    grid = trace.times
     n = len(times)
-    meters = {p.name: PoolMeter(p, step) for p in loads}
+    rng = np.random.default_rng(model.seed)
+    noise = {p.name: (rng.standard_normal(n) * p.model.cpu_noise).tolist() for p in loads}
     instances: dict[str, list[SimInstance]] = {}
-    runs: dict[str, PoolRun] = {}
+    timelines: dict[str, _Timeline] = {}
+    actions = dict.fromkeys((p.name for p in loads), 0)
     for load in loads:
         count = controller.initial(load.name)
         instances[load.name] = [
             SimInstance(i + 1, InstanceState.READY, None, times[0]) for i in range(count)
         ]
-        runs[load.name] = PoolRun(
-            demand=load.demand.astype(np.float64),
-            supply=np.zeros(n),
-            running=np.zeros(n),
-            violation=np.zeros(n, dtype=np.bool_),
-        )
-    by_name = {p.name: p for p in loads}
-    result = RunResult(controller.name, runs)
-    supply_rows = {name: [0] * n for name in runs}
-    running_rows = {name: [0] * n for name in runs}
-    violation_rows = {name: [False] * n for name in runs}
+        timelines[load.name] = _Timeline.starting_with(n, count)
+    queues = dict.fromkeys((p.name for p in loads), 0.0)
+    last_k = dict.fromkeys((p.name for p in loads), -1)
+    events: list[tuple[float, str, str]] = []
+    every = 1 if controller.period is None else max(1, round(controller.period / step))
+    offset = 0
+    if controller.period is not None:
+        # act at wall-clock multiples of the period (cron's */5), like the real script
+        offset = next((k for k in range(min(n, every)) if times[k] % controller.period < step), 0)
     report_every = max(1, n // 200)
-    for k, t in enumerate(times):
+    for k in range(offset, n, every):
+        t = times[k]
         views: dict[str, PoolView] = {}
-        for name, pool_instances in instances.items():
+        for load in loads:
+            name = load.name
             alive = []
-            for inst in pool_instances:
+            for inst in instances[name]:
                 if inst.state is InstanceState.STARTING and inst.ready_at <= t:
                     inst.state = InstanceState.READY
                 if inst.state is InstanceState.DRAINING and inst.gone_at <= t:
@@ -243,30 +301,76 @@ def run(
                 alive.append(inst)
             instances[name] = alive
             serving = sum(1 for i in alive if i.state is InstanceState.READY)
-            metrics, violated = meters[name].tick(k, serving, noise[name][k])
-            supply_rows[name][k] = serving
-            running_rows[name][k] = len(alive)
-            violation_rows[name][k] = violated
+            metrics = _metrics(load, k, serving, noise[name][k], queues, last_k, step)
             views[name] = PoolView(name, alive, metrics)
         changes = controller.step(k, t, views, shared_signals(loads, k))
         for name, desired in changes.items():
-            _apply(instances[name], desired, t, by_name[name], immediate_stop)
-            runs[name].actions += 1
-            result.events.append((t, name, f"{views[name].running} -> {desired}"))
-        if progress is not None and (k % report_every == 0 or k == n - 1):
-            progress(k + 1)
-    for name, pool_run in runs.items():
-        pool_run.supply = np.asarray(supply_rows[name], dtype=np.float64)
-        pool_run.running = np.asarray(running_rows[name], dtype=np.float64)
-        pool_run.violation = np.asarray(violation_rows[name], dtype=np.bool_)
+            load = next(p for p in loads if p.name == name)
+            _apply(instances[name], desired, t, k, grid, load, immediate_stop, timelines[name])
+            actions[name] += 1
+            events.append((t, name, f"{views[name].running} -> {desired}"))
+        if progress is not None and (k % report_every < every or k >= n - every):
+            progress(min(n, k + 1))
+    runs = {}
+    for load in loads:
+        serving_a, running_a = timelines[load.name].arrays()
+        runs[load.name] = _pool_run(load, serving_a, running_a, actions[load.name], step)
     if isinstance(controller, PolicyController):
-        result.events.extend(controller.fired)
-        result.events.sort()
-    return result
+        events.extend(controller.fired)
+        events.sort()
+    return RunResult(controller.name, runs, events)
+
+
+def _metrics(
+    load: PoolLoad,
+    k: int,
+    serving: int,
+    noise: float,
+    queues: dict[str, float],
+    last_k: dict[str, int],
+    step: float,
+) -> dict[str, float]:
+    """Metrics at tick ``k``; a worker queue advances over the ticks since the last call."""
+    m = load.model
+    if load.kind == "web":
+        ws = load.ws_l[k]
+        if serving <= 0:
+            return {"cpu": 100.0, "connections": ws, "busy": 100.0}
+        util = load.work_l[k] / serving + m.base_cpu / 100
+        cpu = min(100.0, max(0.0, 100 * util + noise))
+        return {"cpu": cpu, "connections": ws / serving, "busy": cpu}
+    capacity = serving * m.tasks_per_minute
+    queue = queues[load.name]
+    arrivals = load.arrivals_l
+    for j in range(last_k[load.name] + 1, k + 1):
+        queue = max(0.0, queue + (arrivals[j] - capacity) * step / 60.0)
+    queues[load.name], last_k[load.name] = queue, k
+    rate = arrivals[k]
+    full = capacity <= 0 or queue > 0
+    busy = 100.0 if full else min(100.0, 100.0 * rate / capacity)
+    busy = min(100.0, max(0.0, busy + noise))
+    return {"cpu": busy, "busy": busy, "queue": queue}
+
+
+def _pool_run(load: PoolLoad, serving: Array, running: Array, actions: int, step: float) -> PoolRun:
+    return PoolRun(
+        demand=load.demand.astype(np.float64),
+        supply=serving,
+        running=running,
+        violation=load.violations(serving, step),
+        actions=actions,
+    )
 
 
 def _apply(
-    pool: list[SimInstance], desired: int, t: float, load: PoolLoad, immediate: bool
+    pool: list[SimInstance],
+    desired: int,
+    t: float,
+    k: int,
+    grid: Array,
+    load: PoolLoad,
+    immediate: bool,
+    timeline: _Timeline,
 ) -> None:
     """Start instances (lowest free numbers) or drain the newest running ones."""
     running = [i for i in pool if i.state is not InstanceState.DRAINING]
@@ -277,12 +381,22 @@ def _apply(
             while n in used:
                 n += 1
             used.add(n)
-            pool.append(SimInstance(n, InstanceState.STARTING, t, t + load.model.startup))
+            ready_at = t + load.model.startup
+            pool.append(SimInstance(n, InstanceState.STARTING, t, ready_at))
+            timeline.running[k + 1] += 1
+            timeline.serving[int(np.searchsorted(grid, ready_at, side="left"))] += 1
     elif desired < len(running):
         # all simulated instances carry equal load: the newest is the least loaded (fewest sessions)
         victims = sorted(running, key=lambda i: (i.state is InstanceState.READY, -i.n))
         for inst in victims[: len(running) - desired]:
+            was_ready = inst.state is InstanceState.READY
             inst.state = InstanceState.DRAINING
             inst.gone_at = t if immediate else t + load.model.drain
+            if was_ready:
+                timeline.serving[k + 1] -= 1
+            else:  # stopped before it became ready: cancel its future "ready"
+                timeline.serving[int(np.searchsorted(grid, inst.ready_at, side="left"))] -= 1
+            gone = k + 1 if immediate else int(np.searchsorted(grid, inst.gone_at, side="left"))
+            timeline.running[max(gone, k + 1)] -= 1
             if immediate:
                 pool.remove(inst)

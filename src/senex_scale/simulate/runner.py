@@ -15,7 +15,7 @@ from senex_scale.simulate.baselines import (
     StaticController,
     hpa_policy,
 )
-from senex_scale.simulate.engine import Controller, PolicyController, RunResult, run
+from senex_scale.simulate.engine import Controller, FixedSupply, PolicyController, RunResult, run
 from senex_scale.simulate.model import SimModel
 from senex_scale.simulate.score import FIELDS, Score
 from senex_scale.simulate.trace import Trace
@@ -78,7 +78,9 @@ def simulate(
 ) -> Simulation:
     """Run the policy and each baseline over ``trace`` and score them per pool."""
     grid = trace.resample(policy.controller.interval)
-    controllers: list[tuple[Controller, bool]] = [(PolicyController(POLICY, policy), False)]
+    controllers: list[tuple[Controller | FixedSupply, bool]] = [
+        (PolicyController(POLICY, policy), False)
+    ]
     for name in compare:
         if name == "seed-script":
             controllers.append(
@@ -89,7 +91,7 @@ def simulate(
         elif name == "static":
             controllers.append((StaticController(policy), False))
         elif name == "oracle":
-            controllers.append((OracleController(policy, model, grid), False))
+            controllers.append((OracleController(policy), False))
     total = len(grid.times)
     runs: dict[str, RunResult] = {}
     for controller, immediate in controllers:
