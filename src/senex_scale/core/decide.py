@@ -605,10 +605,12 @@ def _would_breach(vote: _Vote, current: int, desired: int) -> str | None:
     """Why removing instances would push an averaged metric over its scale-out line, or None."""
     rule = vote.rule
     value = vote.status.value
-    if value is None or desired <= 0 or rule.metric.aggregate != "avg":
+    if value is None or desired <= 0:
         return None
     projected = value * current / desired
     if isinstance(rule, ThresholdRule):
+        if rule.metric.aggregate != "avg":
+            return None  # a max, min or sum does not scale with the instance count
         cond = rule.scale_out
         if cond is not None and cond.above is not None and projected > cond.above:
             return (

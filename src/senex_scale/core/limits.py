@@ -35,7 +35,8 @@ def scale_out_limit(
             proposed = start + limit.instances
         else:
             assert limit.percent is not None
-            proposed = math.ceil(start * (1 + limit.percent / 100))
+            # a percent of nothing is nothing: from zero, a percent policy allows one instance
+            proposed = max(math.ceil(start * (1 + limit.percent / 100)), start + 1)
         if proposed > best or not which:
             best, which = max(proposed, current), _describe(limit)
     return best, which

@@ -46,10 +46,11 @@ def average_replicas(
         return math.ceil(ratio * len(ready_values)), f"ratio {ratio:.2f}"
     total = sum(ready_values.values())
     count = len(ready_values)
-    if missing:
-        if ratio < 1.0:
-            total += missing * target  # missing on a scale-in: assume 100 % of target
-        count += missing  # on a scale-out: assume 0 %
+    if missing and ratio < 1.0:
+        total += missing * target  # missing on a scale-in: assume 100 % of target
+        count += missing
+    elif missing and ratio > 1.0:
+        count += missing  # missing on a scale-out: assume 0 %
     if scale_up_with_unready:
         count += unready  # unready instances count as 0 % on a scale-out
     new_ratio = total / count / target

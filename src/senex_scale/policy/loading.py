@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from senex_scale.errors import PolicyError
 from senex_scale.plugins import did_you_mean
-from senex_scale.policy.models import RULE_TYPES, ActionRule, Policy
+from senex_scale.policy.models import RULE_TYPES, Policy
 
 DEFAULT_NAME = "default.toml"
 
@@ -60,69 +60,90 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
 
 def validate_policy(data: dict[str, Any], *, source: str = "<policy>") -> Policy:
     """Validate an already parsed policy mapping."""
+    references = cross_check(data)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(source, format_errors(exc)) from None
-    problems = cross_check(policy)
-    if problems:
-        raise PolicyError(source, problems)
+        raise PolicyError(source, format_errors(exc) + references) from None
+    if references:
+        raise PolicyError(source, references)
     return policy
 
 
 # --------------------------------------------------------------------------- cross references
 
 
-def cross_check(policy: Policy) -> list[str]:
-    """Problems that span models: references to pools and sources, duplicate names."""
+def cross_check(data: dict[str, Any]) -> list[str]:
+    """Problems that span sections: references to pools and sources, duplicate names.
+
+    Works on the parsed mapping, not the models, so these problems are reported in the same
+    run as value errors; entries too malformed to read are skipped (the models report them).
+    """
     problems: list[str] = []
-    pools = set(policy.pools)
-    sources = set(policy.sources)
+    raw_pools = data.get("pools")
+    raw_sources = data.get("sources")
+    pools = set(raw_pools) if isinstance(raw_pools, dict) else set()
+    sources = set(raw_sources) if isinstance(raw_sources, dict) else set()
+    rules = data.get("rules")
     seen: dict[str, int] = {}
-    for i, rule in enumerate(policy.rules):
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
         where = f"rules[{i}]"
-        if rule.name in seen:
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f'{where}.name: "{name}" is already used by rules[{seen[name]}]')
+            seen.setdefault(name, i)
+        pool = rule.get("pool")
+        if isinstance(pool, str) and pool not in pools:
             problems.append(
-                f'{where}.name: "{rule.name}" is already used by rules[{seen[rule.name]}]'
-            )
-        seen.setdefault(rule.name, i)
-        if rule.pool is not None and rule.pool not in pools:
-            problems.append(
-                f'{where}.pool: unknown pool "{rule.pool}"{did_you_mean(rule.pool, pools)}'
+                f'{where}.pool: unknown pool "{pool}"{did_you_mean(pool, pools)}'
                 + ("" if pools else " (no [pools] defined)")
             )
-        if rule.metric.source not in sources:
+        metric = rule.get("metric")
+        source = metric.get("source") if isinstance(metric, dict) else None
+        if isinstance(source, str) and source not in sources:
             problems.append(
-                f'{where}.metric.source: unknown source "{rule.metric.source}"'
-                f"{did_you_mean(rule.metric.source, sources)}"
+                f'{where}.metric.source: unknown source "{source}"{did_you_mean(source, sources)}'
                 + ("" if sources else " (no [sources] defined)")
             )
-        if (
-            isinstance(rule, ActionRule)
-            and rule.action.type == "runbook"
-            and not rule.action.argv[0]
-        ):
+        action = rule.get("action")
+        argv = action.get("argv") if isinstance(action, dict) else None
+        if isinstance(argv, list) and argv and argv[0] == "":
             problems.append(f"{where}.action.argv[0]: the program name is empty")
     names: dict[str, int] = {}
-    for i, schedule in enumerate(policy.schedules):
-        if schedule.name in names:
-            first = names[schedule.name]
-            problems.append(
-                f'schedules[{i}].name: "{schedule.name}" is already used by schedules[{first}]'
-            )
-        names.setdefault(schedule.name, i)
-        for j, pool in enumerate(schedule.pools):
+    schedules = data.get("schedules")
+    for i, schedule in enumerate(schedules if isinstance(schedules, list) else []):
+        if not isinstance(schedule, dict):
+            continue
+        name = schedule.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append(
+                    f'schedules[{i}].name: "{name}" is already used by schedules[{names[name]}]'
+                )
+            names.setdefault(name, i)
+        targets = schedule.get("pools")
+        for j, pool in enumerate(targets if isinstance(targets, list) else []):
+            if not isinstance(pool, str):
+                continue
             if pool not in pools:
                 problems.append(
                     f'schedules[{i}].pools[{j}]: unknown pool "{pool}"{did_you_mean(pool, pools)}'
                 )
-            else:
-                limits = policy.pools[pool]
-                if schedule.min is not None and schedule.min > limits.max and schedule.max is None:
-                    problems.append(
-                        f"schedules[{i}].min: {schedule.min} is above pool {pool}'s max "
-                        f"({limits.max}); raise max in the schedule too"
-                    )
+                continue
+            low, high = schedule.get("min"), (raw_pools or {}).get(pool, {}).get("max")
+            if (
+                isinstance(low, int)
+                and isinstance(high, int)
+                and low > high
+                and schedule.get("max") is None
+            ):
+                problems.append(
+                    f"schedules[{i}].min: {low} is above pool {pool}'s max "
+                    f"({high}); raise max in the schedule too"
+                )
     return problems
 
 

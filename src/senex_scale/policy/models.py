@@ -501,7 +501,12 @@ class Schedule(Model):
         if value not in names:
             from senex_scale.plugins import did_you_mean
 
-            raise ValueError(f'unknown exchange calendar "{value}"{did_you_mean(value, names)}')
+            hint = (
+                f' (did you mean "{value.upper()}"?)'
+                if value.upper() in names
+                else did_you_mean(value, names)
+            )
+            raise ValueError(f'unknown exchange calendar "{value}"{hint}')
         return value
 
     @field_validator("start", "end")

@@ -1,0 +1,88 @@
+"""Simulator speed: a 30-day trace at 15-second resolution, the default policy and all baselines.
+
+Prints, per controller, wall time, ticks per second and the ratio of simulated time to wall
+time, plus each run's cost relative to a null controller measured in the same run (the engine
+loop with a controller that never acts), so decision cost and engine overhead are separable.
+Aim (issue 3): the whole run under 10 s on the 2-core machine.
+
+Run: .venv/bin/python bench/bench_simulate.py [--days 30] [--step 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from senex_scale.policy import load_default
+from senex_scale.simulate.baselines import (
+    OracleController,
+    SeedScriptController,
+    StaticController,
+    hpa_policy,
+)
+from senex_scale.simulate.engine import PolicyController, PoolView, run
+from senex_scale.simulate.generate import generate
+from senex_scale.simulate.model import SimModel
+
+
+class NullController:
+    """Acts on every tick and never changes anything: the engine's own cost."""
+
+    name = "null"
+    period: float | None = None
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def initial(self, pool: str) -> int:
+        return self.counts[pool]
+
+    def step(
+        self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
+    ) -> dict[str, int]:
+        return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--step", type=float, default=15.0)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    trace = generate("trading-day", days=args.days, step=args.step)
+    policy = load_default()
+    grid = trace.resample(policy.controller.interval)
+    model = SimModel()
+    made = time.perf_counter() - started
+    ticks = len(grid.times)
+    span = grid.end - grid.start + grid.step
+    print(f"trace: {args.days} days at {args.step:g} s = {ticks} ticks (made in {made:.2f} s)")
+
+    controllers = [
+        (NullController({p: v.min for p, v in policy.pools.items()}), False),
+        (PolicyController("policy", policy), False),
+        (SeedScriptController(policy), True),
+        (PolicyController("hpa", hpa_policy(policy)), False),
+        (StaticController(policy), False),
+        (OracleController(policy), False),
+    ]
+    times: dict[str, float] = {}
+    for controller, immediate in controllers:
+        t0 = time.perf_counter()
+        run(controller, grid, policy, model, immediate_stop=immediate)
+        times[controller.name] = time.perf_counter() - t0
+    null = times.pop("null")
+    total = sum(times.values())
+    print(f"{'controller':<12} {'seconds':>8} {'ticks/s':>10} {'x real time':>12} {'x null':>8}")
+    print(f"{'null':<12} {null:8.2f} {ticks / null:10.0f} {span / null:12.0f} {1.0:8.2f}")
+    for name, seconds in times.items():
+        print(
+            f"{name:<12} {seconds:8.2f} {ticks / seconds:10.0f} {span / seconds:12.0f} "
+            f"{seconds / null:8.2f}"
+        )
+    print(f"all five: {total:.2f} s ({span / total:.0f}x real time); aim: under 10 s")
+
+
+if __name__ == "__main__":
+    main()
