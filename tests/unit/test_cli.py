@@ -23,7 +23,7 @@ from senex_scale.policy import default_policy_text
 # Tuesday 2026-11-24 10:00 New York: market hours, an XNYS session.
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp()
 BAD_DURATION = ('scale_out = { above = 70, for = "5m"', 'scale_out = { above = 70, for = "5x"')
-BAD_CRON = ('start = "0 8 * * MON-FRI"', 'start = "0 25 * * *"')
+BAD_CRON = ('start = "0 23 * * *"', 'start = "0 25 * * *"')
 DEFAULT_FILE = "the-default-policy-as-printed-by-senex-scale-policy-default.toml"
 DURATION_PROBLEM = 'rules[0].scale_out.for: "5x" is not a duration (e.g. "5m")'
 LONG_PROBLEM = (
@@ -166,7 +166,7 @@ def test_validate_default_file(runs: Mapping[str, subprocess.CompletedProcess[st
     result = runs["validate"]
     assert (result.returncode, result.stderr) == (0, "")
     assert (
-        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 9 rules, 1 schedules, 5 sources)"
+        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 3 schedules, 5 sources)"
     )
 
 
@@ -198,8 +198,11 @@ def test_validate_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> 
             "postgres-cpu",
             "redis-memory",
             "disk-usage",
+            "django-cpu-target",
+            "celery-busy",
+            "celery-trading-busy",
         ],
-        "schedules": ["market-hours"],
+        "schedules": ["night", "before-open", "open-spike"],
         "sources": ["broker", "disk", "postgres", "prom", "redis"],
     }
 
@@ -225,7 +228,7 @@ def test_output_is_not_rewrapped(runs: Mapping[str, subprocess.CompletedProcess[
         f"Error: bad.toml: 2 problems\n  {DURATION_PROBLEM}\n  {LONG_PROBLEM}\n"
     )
     summary = runs["validate"].stdout
-    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 9 rules, 1 schedules, 5 sources)\n"
+    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 3 schedules, 5 sources)\n"
 
 
 def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None:
@@ -238,7 +241,7 @@ def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None
     pools = {d["pool"]: d for d in decisions if d["kind"] == "scale"}
     assert {name: (d["current"], d["desired"]) for name, d in pools.items()} == {
         "django": (3, 4),  # 85 > 70 for 5m: +1
-        "celery": (3, 3),  # queue 40: in band; market hours keep min 3
+        "celery": (3, 3),  # queue 40: no scale-out; celery-busy has no data: no scale-in
         "celery-trading": (1, 1),  # no data: no change, at min
     }
     for d in pools.values():
@@ -248,11 +251,10 @@ def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None
     django = pools["django"]
     assert django["reasons"] == [
         "django-cpu 85.0 > 70 for 5m: +1 (3 -> 4)",
-        "schedule market-hours: min 2 -> 3",
         "scale out 3 -> 4",
     ]
     assert (django["priority"], django["direction"], django["act"]) == ("high", "out", True)
-    assert (django["min"], django["max"]) == (3, 5)
+    assert (django["min"], django["max"]) == (2, 5)  # 10:00: the open-spike window has ended
     actions = [d for d in decisions if d["kind"] == "action"]
     assert [(a["rule"], a["priority"], a["act"]) for a in actions] == [
         ("redis-memory", "critical", True)

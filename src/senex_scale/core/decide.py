@@ -229,9 +229,10 @@ class Decider:
         recs: dict[str, tuple[tuple[float, int], ...]] | None = None
 
         votes: list[_Vote] = []
+        last_change = memory.last_scale("any")
         for rule in compiled.rules:
             if isinstance(rule, ThresholdRule):
-                votes.append(self._threshold_vote(rule, current, obs, now))
+                votes.append(self._threshold_vote(rule, current, obs, now, last_change))
             else:
                 vote, rec = self._target_vote(rule, pool, current, active, memory, obs, now)
                 votes.append(vote)
@@ -338,9 +339,11 @@ class Decider:
             reasons.extend(v.reason for v in missing)
             reasons.append(f"no change: no scale-in while {names} has no data")
             return current, priority, reasons
-        if nones:
-            reasons.extend(v.reason for v in nones)
-            names = ", ".join(v.rule.name for v in nones)
+        candidate = min(v.desired for v in ins)
+        blocking = [v for v in nones if not _band_allows(v, current, candidate)]
+        if blocking:
+            reasons.extend(v.reason for v in blocking)
+            names = ", ".join(v.rule.name for v in blocking)
             reasons.append(f"no change: {names} does not agree to scale in")
             return current, priority, reasons
         if starting:
@@ -364,8 +367,18 @@ class Decider:
         return max(desired, 0), priority, reasons
 
     def _threshold_vote(
-        self, rule: ThresholdRule, current: int, obs: Observation, now: float
+        self,
+        rule: ThresholdRule,
+        current: int,
+        obs: Observation,
+        now: float,
+        last_change: float | None,
     ) -> _Vote:
+        """Out, in or no change by the rule's windows; a window restarts at each scale change.
+
+        Samples taken before the pool last changed size describe the old capacity, so a
+        streak counts only from that change (and a 0s window needs a sample after it).
+        """
         samples = obs.samples.get(rule.name, ())
         how = rule.metric.aggregate
         error = obs.errors.get(rule.name)
@@ -373,7 +386,12 @@ class Decider:
             return self._missing(rule, f"source error: {error}", samples, now)
         out_streak = in_streak = None
         if rule.scale_out is not None:
-            out_streak = self._streak(samples, how, rule.scale_out, now)
+            out_streak = _restart(
+                self._streak(samples, how, rule.scale_out, now),
+                now,
+                last_change,
+                rule.scale_out.for_,
+            )
             if out_streak.missing:
                 return self._missing(rule, out_streak.missing, samples, now)
             if out_streak.fires:
@@ -393,7 +411,9 @@ class Decider:
                     ),
                 )
         if rule.scale_in is not None:
-            in_streak = self._streak(samples, how, rule.scale_in, now)
+            in_streak = _restart(
+                self._streak(samples, how, rule.scale_in, now), now, last_change, rule.scale_in.for_
+            )
             if in_streak.missing:
                 return self._missing(rule, in_streak.missing, samples, now)
             if in_streak.fires:
@@ -592,6 +612,15 @@ class Decider:
         )
 
 
+def _restart(streak: Streak, now: float, last_change: float | None, window: float) -> Streak:
+    """``streak`` counted only from the pool's last scale change."""
+    if last_change is None or streak.value is None:
+        return streak
+    held = max(0.0, min(streak.held, now - last_change))
+    fires = streak.fires and held >= window and now > last_change
+    return Streak(streak.value, held, fires, streak.missing)
+
+
 def _band(rule: ThresholdRule) -> str:
     parts = []
     if rule.scale_out is not None:
@@ -599,6 +628,29 @@ def _band(rule: ThresholdRule) -> str:
     if rule.scale_in is not None:
         parts.append(f"in {rule.scale_in.describe()}")
     return ", ".join(parts)
+
+
+ANTI_FLAP_MARGIN = 0.9
+"""A scale-in may raise an averaged metric to at most 90 % of its scale-out line, so noise
+around the new level does not trigger the scale-out straight back (a 10 % band, like HPA's
+tolerance)."""
+
+
+def _band_allows(vote: _Vote, current: int, desired: int) -> bool:
+    """True when an in-band threshold rule has no objection to scaling in to ``desired``.
+
+    A per-instance average rises by ``current / desired`` when instances go; if it stays
+    clear of the rule's scale-out line, the rule has no reason to hold the pool (another rule,
+    such as a target, may then scale in). Other metrics cannot be projected: they hold.
+    """
+    rule = vote.rule
+    value = vote.status.value
+    if not isinstance(rule, ThresholdRule) or rule.metric.aggregate != "avg" or value is None:
+        return False
+    cond = rule.scale_out
+    if cond is None or cond.above is None or desired <= 0:
+        return False
+    return value * current / desired <= cond.above * ANTI_FLAP_MARGIN
 
 
 def _would_breach(vote: _Vote, current: int, desired: int) -> str | None:
@@ -612,10 +664,14 @@ def _would_breach(vote: _Vote, current: int, desired: int) -> str | None:
         if rule.metric.aggregate != "avg":
             return None  # a max, min or sum does not scale with the instance count
         cond = rule.scale_out
-        if cond is not None and cond.above is not None and projected > cond.above:
+        if (
+            cond is not None
+            and cond.above is not None
+            and projected > cond.above * ANTI_FLAP_MARGIN
+        ):
             return (
-                f"{current} -> {desired} would put {rule.name} at {_num(projected)} "
-                f"> {cond.above:g}, over its scale-out line"
+                f"{current} -> {desired} would put {rule.name} at {_num(projected)}, "
+                f"above 90% of its scale-out line {cond.above:g}"
             )
     elif rule.target_type == "average":
         limit = rule.target * (1 + rule.tolerance.scale_out)

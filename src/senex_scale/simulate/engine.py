@@ -306,9 +306,9 @@ def _loop(
         changes = controller.step(k, t, views, shared_signals(loads, k))
         for name, desired in changes.items():
             load = next(p for p in loads if p.name == name)
+            events.append((t, name, f"{views[name].running} -> {desired}"))
             _apply(instances[name], desired, t, k, grid, load, immediate_stop, timelines[name])
             actions[name] += 1
-            events.append((t, name, f"{views[name].running} -> {desired}"))
         if progress is not None and (k % report_every < every or k >= n - every):
             progress(min(n, k + 1))
     runs = {}

@@ -304,7 +304,11 @@ def test_draining_instances_are_not_counted() -> None:
 
 # --------------------------------------------------------------------------- cooldowns
 
-COOL = make_policy(threshold(), pool='scale_out_cooldown = "2m"\nscale_in_cooldown = "5m"')
+# 0s windows: a window restarts at each scale change, which would hide the cooldown under test
+COOL = make_policy(
+    threshold(out="above = 70", inn="below = 30"),
+    pool='scale_out_cooldown = "2m"\nscale_in_cooldown = "5m"',
+)
 
 
 @pytest.mark.parametrize(
@@ -601,9 +605,12 @@ def test_target_missing_instance_on_target_does_not_scale_in() -> None:
     [
         # 2 -> 1 at 38: 38 * 2 / 1 = 76 > 70.
         pytest.param(
-            2, 2, "no change: 2 -> 1 would put cpu at 76.0 > 70, over its scale-out line", id="veto"
+            2,
+            2,
+            "no change: 2 -> 1 would put cpu at 76.0, above 90% of its scale-out line 70",
+            id="veto",
         ),
-        # 3 -> 2 at 38: 38 * 3 / 2 = 57 <= 70.
+        # 3 -> 2 at 38: 38 * 3 / 2 = 57 <= 0.9 * 70 = 63.
         pytest.param(3, 2, "scale in 3 -> 2", id="allowed"),
     ],
 )
@@ -919,3 +926,76 @@ def test_constant_70_with_noise_does_not_flap() -> None:
         memory = plan.memory
         counts.append(plan.for_pool("web").desired)
     assert set(counts) == {3}
+
+
+# --------------------------------------------------------------------------- band and target
+
+
+@pytest.mark.parametrize(
+    ("cpu", "desired"),
+    [
+        # target 50, 5 instances at 40 %: HPA wants ceil(5 * 40 / 50) = 4; the threshold rule is
+        # in its band (30..70) but 40 * 5 / 4 = 50 <= 0.9 * 70 = 63: no objection.
+        pytest.param(40.0, 4, id="band-allows"),
+        # 45 %: ratio 45 / 50 = 0.9 and |1 - 0.9| <= tolerance 0.1: HPA keeps 5.
+        pytest.param(45.0, 5, id="tolerance-holds"),
+    ],
+)
+def test_in_band_threshold_lets_target_scale_in(cpu: float, desired: int) -> None:
+    """An averaged threshold rule in its band does not hold a target rule's safe scale-in."""
+    rules = threshold("cpu") + target("tcpu", 50)
+    policy = make_policy(rules, pool='scale_in_cooldown = "0s"\nscale_in_stabilization = "0s"')
+    samples = {"cpu": steady(cpu, 900), "tcpu": per_instance({str(i): cpu for i in range(1, 6)})}
+    assert run(policy, 5, samples).for_pool("web").desired == desired
+
+
+def test_in_band_threshold_holds_when_scale_in_would_near_its_line() -> None:
+    """The band rule objects when the projected average would pass 90 % of its out line."""
+    # target 80 at 60 %: HPA wants ceil(5 * 60 / 80) = 4; 60 * 5 / 4 = 75 > 0.9 * 70 = 63.
+    rules = threshold("cpu") + target("tcpu", 80)
+    policy = make_policy(rules, pool='scale_in_cooldown = "0s"\nscale_in_stabilization = "0s"')
+    samples = {"cpu": steady(60.0, 900), "tcpu": per_instance({str(i): 60.0 for i in range(1, 6)})}
+    decision = run(policy, 5, samples).for_pool("web")
+    assert decision.desired == 5
+    assert "no change: cpu does not agree to scale in" in decision.reasons
+
+
+def test_in_band_sum_rule_always_holds() -> None:
+    """A summed metric cannot be projected: an in-band queue rule holds the scale-in."""
+    rules = threshold("queue", aggregate="sum") + target("tcpu", 50)
+    policy = make_policy(rules, pool='scale_in_cooldown = "0s"\nscale_in_stabilization = "0s"')
+    samples = {
+        "queue": steady(50.0, 900),
+        "tcpu": per_instance({str(i): 10.0 for i in range(1, 6)}),
+    }
+    assert run(policy, 5, samples).for_pool("web").desired == 5
+
+
+# --------------------------------------------------------------------------- window restart
+
+
+@pytest.mark.parametrize(
+    ("ago", "desired"),
+    [
+        # out > 70 for 5m; the pool grew 2 -> 3 four minutes ago: only 4m of evidence since.
+        pytest.param(240, 3, id="too-recent"),
+        # five minutes ago: the window is whole again.
+        pytest.param(300, 4, id="window-whole"),
+        # no change at all in memory: the 10 minutes of samples count.
+        pytest.param(None, 4, id="no-change"),
+    ],
+)
+def test_threshold_window_restarts_at_scale_change(ago: float | None, desired: int) -> None:
+    """Samples from before the pool last changed size do not count toward a window."""
+    memory = Memory()
+    if ago is not None:
+        memory = memory.with_scale("web", NOW - ago, 2, 3, keep=3600)
+    decision = run(THRESHOLD, 3, {"cpu": steady(85, 600)}, memory=memory).for_pool("web")
+    assert decision.desired == desired
+
+
+def test_zero_window_needs_a_sample_after_the_change() -> None:
+    """A 0s window does not fire again on the tick of the change itself."""
+    policy = make_policy(threshold(out="above = 70", inn=None))
+    memory = Memory().with_scale("web", NOW, 2, 3, keep=3600)
+    assert run(policy, 3, {"cpu": steady(85, 60)}, memory=memory).for_pool("web").desired == 3

@@ -129,14 +129,22 @@ def test_default_django_pool_and_scale_in() -> None:
     assert (cpu.scale_in.below, cpu.scale_in.above) == (30, None)
 
 
-def test_default_market_hours_schedule() -> None:
-    """The market-hours schedule keeps a third instance 08:00-23:00 New York on XNYS days."""
+def test_default_night_schedule_keeps_the_seed_crontab_times() -> None:
+    """The seed's 23:00 scale-down and 08:00 scale-up: Django and Celery capped at 2 overnight."""
+    night = {s.name: s for s in load_default().schedules}["night"]
+    assert (night.start, night.end) == ("0 23 * * *", "0 8 * * *")
+    assert night.timezone == "America/New_York"
+    assert set(night.pools) == {"django", "celery"}
+    assert (night.min, night.max) == (None, 2)
+
+
+def test_default_prescales_before_the_open_on_exchange_sessions() -> None:
+    """Scale-up before the market opens follows XNYS sessions (holidays, half days)."""
     schedules = {s.name: s for s in load_default().schedules}
-    market = schedules["market-hours"]
-    assert (market.start, market.end) == ("0 8 * * MON-FRI", "0 23 * * MON-FRI")
-    assert (market.timezone, market.calendar) == ("America/New_York", "XNYS")
-    assert "django" in market.pools
-    assert market.min == 3
+    spike, before = schedules["open-spike"], schedules["before-open"]
+    assert (spike.start, spike.end, spike.calendar, spike.min) == ("open-2m", "open+10m", "XNYS", 5)
+    assert spike.pools == ("django",)
+    assert (before.start, before.calendar, before.min) == ("open-30m", "XNYS", 3)
 
 
 # --------------------------------------------------------------------------- problems
@@ -200,14 +208,14 @@ MUTATIONS = [
         id="schedule-unknown-pool",
     ),
     pytest.param(
-        'start = "0 8 * * MON-FRI"',
+        'start = "0 23 * * *"',
         'start = "0 25 * * *"',
         'schedules[0].start: "0 25 * * *" is neither a 5-field cron line (e.g. "0 8 * * MON-FRI") '
         'nor a market anchor (e.g. "open-90m", "close+15m")',
         id="impossible-cron",
     ),
     pytest.param(
-        'end = "0 23 * * MON-FRI"',
+        'end = "0 8 * * *"',
         'end = "0 0 30 2 *"',
         'schedules[0].end: cron line "0 0 30 2 *" never fires',
         id="cron-never-fires",
@@ -222,12 +230,12 @@ MUTATIONS = [
     pytest.param(
         'calendar = "XNYS"',
         'calendar = "XNYSS"',
-        'schedules[0].calendar: unknown exchange calendar "XNYSS" (did you mean "XNYS"?)',
+        'schedules[1].calendar: unknown exchange calendar "XNYSS" (did you mean "XNYS"?)',
         id="unknown-calendar",
     ),
     pytest.param(
-        'start = "0 8 * * MON-FRI"',
-        'start = "open-90m"\nfoo = 1',
+        'start = "0 23 * * *"',
+        'start = "0 23 * * *"\nfoo = 1',
         'schedules[0]: unknown key "foo"',
         id="unknown-schedule-key-no-hint",
     ),
@@ -346,7 +354,7 @@ def test_several_model_errors_are_all_reported() -> None:
         'controller: unknown key "intervall" (did you mean "interval"?)',
         "pools.django: min (7) is greater than max (5)",
         'rules[0].scale_out.for: "5x" is not a duration (e.g. "5m")',
-        'schedules[0].calendar: unknown exchange calendar "XNYSS" (did you mean "XNYS"?)',
+        'schedules[1].calendar: unknown exchange calendar "XNYSS" (did you mean "XNYS"?)',
     ]
 
 
