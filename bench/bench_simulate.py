@@ -1,9 +1,10 @@
 """Simulator speed: a 30-day trace at 15-second resolution, the default policy and all baselines.
 
-Prints, per controller, wall time, ticks per second and the ratio of simulated time to wall
-time, plus each run's cost relative to a null controller measured in the same run (the engine
-loop with a controller that never acts), so decision cost and engine overhead are separable.
-Aim (issue 3): the whole run under 10 s on the 2-core machine.
+Prints, per controller, wall time, ticks per second, the ratio of simulated time to wall time,
+and the cost relative to a null controller measured in the same run (the engine loop with a
+controller that never acts), so decision cost and engine overhead can be told apart. Then the
+whole `simulate` as the CLI runs it (controllers in parallel processes) against the sum of the
+single-process runs. Aim (issue 3): the whole run under 10 s on the 2-core machine.
 
 Run: .venv/bin/python bench/bench_simulate.py [--days 30] [--step 15]
 """
@@ -14,15 +15,11 @@ import argparse
 import time
 
 from senex_scale.policy import load_default
-from senex_scale.simulate.baselines import (
-    OracleController,
-    SeedScriptController,
-    StaticController,
-    hpa_policy,
-)
-from senex_scale.simulate.engine import PolicyController, PoolView, run
+from senex_scale.simulate.baselines import BASELINES
+from senex_scale.simulate.engine import PoolView, run
 from senex_scale.simulate.generate import generate
 from senex_scale.simulate.model import SimModel
+from senex_scale.simulate.runner import POLICY, _build, simulate
 
 
 class NullController:
@@ -44,7 +41,7 @@ class NullController:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step", type=float, default=15.0)
     args = parser.parse_args()
@@ -59,21 +56,16 @@ def main() -> None:
     span = grid.end - grid.start + grid.step
     print(f"trace: {args.days} days at {args.step:g} s = {ticks} ticks (made in {made:.2f} s)")
 
-    controllers = [
-        (NullController({p: v.min for p, v in policy.pools.items()}), False),
-        (PolicyController("policy", policy), False),
-        (SeedScriptController(policy), True),
-        (PolicyController("hpa", hpa_policy(policy)), False),
-        (StaticController(policy), False),
-        (OracleController(policy), False),
-    ]
+    t0 = time.perf_counter()
+    run(NullController({p: v.min for p, v in policy.pools.items()}), grid, policy, model)
+    null = time.perf_counter() - t0
     times: dict[str, float] = {}
-    for controller, immediate in controllers:
+    for name in (POLICY, *BASELINES):
+        controller, immediate = _build(name, policy, "America/New_York")
         t0 = time.perf_counter()
         run(controller, grid, policy, model, immediate_stop=immediate)
-        times[controller.name] = time.perf_counter() - t0
-    null = times.pop("null")
-    total = sum(times.values())
+        times[name] = time.perf_counter() - t0
+    serial = sum(times.values())
     print(f"{'controller':<12} {'seconds':>8} {'ticks/s':>10} {'x real time':>12} {'x null':>8}")
     print(f"{'null':<12} {null:8.2f} {ticks / null:10.0f} {span / null:12.0f} {1.0:8.2f}")
     for name, seconds in times.items():
@@ -81,7 +73,14 @@ def main() -> None:
             f"{name:<12} {seconds:8.2f} {ticks / seconds:10.0f} {span / seconds:12.0f} "
             f"{seconds / null:8.2f}"
         )
-    print(f"all five: {total:.2f} s ({span / total:.0f}x real time); aim: under 10 s")
+    t0 = time.perf_counter()
+    simulate(trace, policy, model, BASELINES)
+    whole = time.perf_counter() - t0
+    print(f"one process, all five: {serial:.2f} s ({span / serial:.0f}x real time)")
+    print(
+        f"simulate() as the CLI runs it: {whole:.2f} s ({span / whole:.0f}x real time, "
+        f"{serial / whole:.2f}x faster than one process); aim: under 10 s"
+    )
 
 
 if __name__ == "__main__":

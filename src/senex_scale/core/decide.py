@@ -398,7 +398,7 @@ class Decider:
                 assert out_streak.value is not None
                 step = step_size(rule.scale_out.step, current)
                 reason = (
-                    f"{rule.name} {_num(out_streak.value)} {rule.scale_out.describe()}: "
+                    f"{rule.name} {_num(out_streak.value)} {rule.scale_out.text}: "
                     f"+{step} ({current} -> {current + step})"
                 )
                 return _Vote(
@@ -420,7 +420,7 @@ class Decider:
                 assert in_streak.value is not None
                 step = min(step_size(rule.scale_in.step, current), current)
                 reason = (
-                    f"{rule.name} {_num(in_streak.value)} {rule.scale_in.describe()}: "
+                    f"{rule.name} {_num(in_streak.value)} {rule.scale_in.text}: "
                     f"-{step} ({current} -> {current - step})"
                 )
                 return _Vote(
@@ -442,11 +442,11 @@ class Decider:
             cond, s = partial[0]
             assert cond is not None and s is not None
             text = (
-                f"{rule.name} {_num(value)} {cond.describe().split(' for ')[0]} for "
+                f"{rule.name} {_num(value)} {cond.text.split(' for ')[0]} for "
                 f"{format_duration(s.held)} of {format_duration(cond.for_)}"
             )
         else:
-            text = f"{rule.name} {_num(value)}: within {_band(rule)}"
+            text = f"{rule.name} {_num(value)}: within {rule.band}"
         vote: Vote = "none" if rule.scale_in is not None else "abstain"
         return _Vote(
             rule,
@@ -578,13 +578,13 @@ class Decider:
             reason = f"{rule.name}: no data ({streak.missing})"
             return None, RuleStatus(rule.name, rule.pool, None, "missing", 0.0, reason)
         if not streak.fires:
-            reason = f"{rule.name} {_num(streak.value)}: not {rule.when.describe()}"
+            reason = f"{rule.name} {_num(streak.value)}: not {rule.when.text}"
             return None, RuleStatus(rule.name, rule.pool, streak.value, "none", streak.held, reason)
         cooldown = (
             rule.cooldown if rule.cooldown is not None else self.policy.controller.action_cooldown
         )
         last = obs.memory.actions.get(rule.name)
-        head = f"{rule.name} {_num(streak.value)} {rule.when.describe()}"
+        head = f"{rule.name} {_num(streak.value)} {rule.when.text}"
         if last is not None and now - last < cooldown:
             reason = (
                 f"{head}: fired {format_duration(now - last)} ago, "
@@ -619,15 +619,6 @@ def _restart(streak: Streak, now: float, last_change: float | None, window: floa
     held = max(0.0, min(streak.held, now - last_change))
     fires = streak.fires and held >= window and now > last_change
     return Streak(streak.value, held, fires, streak.missing)
-
-
-def _band(rule: ThresholdRule) -> str:
-    parts = []
-    if rule.scale_out is not None:
-        parts.append(f"out {rule.scale_out.describe()}")
-    if rule.scale_in is not None:
-        parts.append(f"in {rule.scale_in.describe()}")
-    return ", ".join(parts)
 
 
 ANTI_FLAP_MARGIN = 0.9

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -320,8 +321,9 @@ class Condition(Model):
         assert self.below is not None
         return value < self.below
 
-    def describe(self) -> str:
-        """'> 70 for 5m' style text for reasons."""
+    @cached_property
+    def text(self) -> str:
+        """'> 70 for 5m' style text for reasons (computed once: reasons are built every tick)."""
         op, limit = (">", self.above) if self.above is not None else ("<", self.below)
         text = f"{op} {limit:g}"
         if self.for_:
@@ -362,6 +364,12 @@ class ThresholdRule(_RuleBase):
                     f"({out.below:g}), or the pool would oscillate"
                 )
         return self
+
+    @cached_property
+    def band(self) -> str:
+        """'out > 70 for 5m, in < 30 for 10m': the hysteresis band, for reasons."""
+        sides = [("out", self.scale_out), ("in", self.scale_in)]
+        return ", ".join(f"{name} {cond.text}" for name, cond in sides if cond is not None)
 
 
 class Tolerance(Model):

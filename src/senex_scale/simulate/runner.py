@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,49 +72,126 @@ def parse_compare(text: str) -> list[str]:
     return names
 
 
+PARALLEL_TICKS = 40_000
+"""Below this many ticks, starting worker processes costs more than running in one."""
+
+_progress: Any = None  # in a worker process: the shared array of ticks done per controller
+
+
+def _build(name: str, policy: Policy, timezone: str) -> tuple[Controller | FixedSupply, bool]:
+    """The controller called ``name`` and whether it stops instances without a drain."""
+    if name == POLICY:
+        return PolicyController(POLICY, policy), False
+    if name == "seed-script":
+        return SeedScriptController(policy, timezone), True
+    if name == "hpa":
+        return PolicyController("hpa", hpa_policy(policy)), False
+    if name == "static":
+        return StaticController(policy), False
+    return OracleController(policy), False
+
+
+def _run_one(
+    slot: int, name: str, grid: Trace, policy: Policy, model: SimModel, timezone: str
+) -> RunResult:
+    controller, immediate = _build(name, policy, timezone)
+    report = None
+    if _progress is not None:
+
+        def report(done: int) -> None:
+            _progress[slot] = done
+
+    return run(controller, grid, policy, model, immediate_stop=immediate, progress=report)
+
+
+def _init_worker(shared: Any) -> None:
+    global _progress
+    _progress = shared
+
+
 def simulate(
     trace: Trace,
     policy: Policy,
     model: SimModel,
     compare: Sequence[str] = BASELINES,
     progress: Callable[[str, int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Simulation:
-    """Run the policy and each baseline over ``trace`` and score them per pool."""
+    """Run the policy and each baseline over ``trace`` and score them per pool.
+
+    Long traces run the controllers in up to ``workers`` processes (default: one per CPU):
+    each run is independent and deterministic, so the result is the one a single process
+    gives. Short traces run in this process (starting workers would cost more).
+    """
     grid = trace.resample(policy.controller.interval)
-    controllers: list[tuple[Controller | FixedSupply, bool]] = [
-        (PolicyController(POLICY, policy), False)
-    ]
-    for name in compare:
-        if name == "seed-script":
-            controllers.append(
-                (SeedScriptController(policy, trace.timezone or "America/New_York"), True)
-            )
-        elif name == "hpa":
-            controllers.append((PolicyController("hpa", hpa_policy(policy)), False))
-        elif name == "static":
-            controllers.append((StaticController(policy), False))
-        elif name == "oracle":
-            controllers.append((OracleController(policy), False))
+    timezone = trace.timezone or "America/New_York"
+    names = [POLICY, *compare]
     total = len(grid.times)
+    count = workers if workers is not None else (os.cpu_count() or 1)
     runs: dict[str, RunResult] = {}
-    for controller, immediate in controllers:
-        report = None
-        if progress is not None:
-            name = controller.name
-
-            def report(done: int, name: str = name) -> None:
-                progress(name, done, total)
-
-        runs[controller.name] = run(
-            controller, grid, policy, model, immediate_stop=immediate, progress=report
-        )
-    sim = Simulation(grid, policy, model, runs)
+    if count > 1 and total >= PARALLEL_TICKS and len(names) > 1:
+        runs = _parallel(names, grid, policy, model, timezone, count, progress)
+    else:
+        for name in names:
+            runs[name] = _run_serial(name, grid, policy, model, timezone, total, progress)
+    sim = Simulation(grid, policy, model, {name: runs[name] for name in names})
     sim.scores = {
         name: {pool: pool_run.score(grid.step) for pool, pool_run in result.pools.items()}
-        for name, result in runs.items()
+        for name, result in sim.runs.items()
     }
     sim.unsimulated = [r.name for r in policy.rules if r.enabled and r.metric.signal is None]
     return sim
+
+
+def _run_serial(
+    name: str,
+    grid: Trace,
+    policy: Policy,
+    model: SimModel,
+    timezone: str,
+    total: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> RunResult:
+    controller, immediate = _build(name, policy, timezone)
+    report = None
+    if progress is not None:
+
+        def report(done: int) -> None:
+            progress(name, done, total)
+
+    return run(controller, grid, policy, model, immediate_stop=immediate, progress=report)
+
+
+def _parallel(
+    names: list[str],
+    grid: Trace,
+    policy: Policy,
+    model: SimModel,
+    timezone: str,
+    workers: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, RunResult]:
+    """Run each controller in a worker process; poll their shared tick counters for progress."""
+    context = multiprocessing.get_context("spawn")
+    shared = context.Array("q", len(names), lock=False)
+    total = len(grid.times)
+    with ProcessPoolExecutor(
+        workers, context, initializer=_init_worker, initargs=(shared,)
+    ) as pool:
+        futures = {
+            name: pool.submit(_run_one, slot, name, grid, policy, model, timezone)
+            for slot, name in enumerate(names)
+        }
+        while not all(f.done() for f in futures.values()):
+            if progress is not None:
+                for slot, name in enumerate(names):
+                    progress(name, int(shared[slot]), total)
+            wait(list(futures.values()), timeout=0.2, return_when=FIRST_COMPLETED)
+        results = {name: future.result() for name, future in futures.items()}
+    if progress is not None:
+        for name in names:
+            progress(name, total, total)
+    return results
 
 
 __all__ = ["FIELDS", "POLICY", "Simulation", "parse_compare", "simulate"]
