@@ -279,7 +279,7 @@ def simulate(
     if report is not None:
         from senex_scale.simulate.report import write_report
 
-        write_report(result, report)
+        write_report(result, report, "the built-in default" if policy == "default" else policy)
     if show:
         _print_scores(result)
         if json_path is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
@@ -54,9 +54,11 @@ from senex_scale.policy.models import (
 Vote = Literal["out", "in", "none", "abstain", "missing"]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleStatus:
-    """How one rule stood at this tick (for the status page, metrics and the audit log)."""
+class RuleStatus(NamedTuple):
+    """How one rule stood at this tick (for the status page, metrics and the audit log).
+
+    A NamedTuple rather than a frozen dataclass: one is made per rule every tick.
+    """
 
     rule: str
     pool: str | None

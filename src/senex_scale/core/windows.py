@@ -16,7 +16,7 @@ is known, so a long streak does not cost a long walk.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from senex_scale.core.state import Sample
 
@@ -46,9 +46,8 @@ def pool_values(samples: Sequence[Sample], how: str, now: float) -> Iterator[tup
         yield at, group[0] if len(group) == 1 else _combine(group, how)
 
 
-@dataclass(frozen=True, slots=True)
-class Streak:
-    """How a condition stands at one time."""
+class Streak(NamedTuple):
+    """How a condition stands at one time (a NamedTuple: made several times per rule a tick)."""
 
     value: float | None
     """Newest pool value (None when missing)."""

@@ -50,6 +50,7 @@ adaptations per hour (0 is ideal, negative: too inert, positive: oscillating).</
 {% if unsimulated %}<p class="note">Rules without a simulated signal (they saw no data):
 {{ unsimulated|join(", ") }}</p>{% endif %}
 <h2>Scores</h2>
+{{ score_plot | safe }}
 <table>
 <tr><th>pool</th><th>policy</th>
 {% for f in fields %}<th title="{{ tips[f] }}">{{ f }}</th>{% endfor %}</tr>
@@ -76,7 +77,7 @@ def _svg(figure: Any) -> str:
     return text[text.index("<svg") :]
 
 
-def render_report(sim: Simulation) -> str:
+def render_report(sim: Simulation, policy_name: str = "the built-in default") -> str:
     """The report page as HTML text."""
     import matplotlib
 
@@ -114,6 +115,7 @@ def render_report(sim: Simulation) -> str:
         ax.xaxis.set_major_formatter(formatter)
     demand_plot = _svg(fig)
     plt.close(fig)
+    score_plot = _score_bars(sim, plt)
 
     rows: dict[str, list[tuple[str, dict[str, str]]]] = {}
     for pool in sim.policy.pools:
@@ -132,7 +134,7 @@ def render_report(sim: Simulation) -> str:
         trace=sim.trace.name,
         span=f"{hours:.1f} h",
         step=f"{sim.trace.step:g}",
-        policy_name="given policy",
+        policy_name=policy_name,
         made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         unsimulated=sim.unsimulated,
         fields=FIELDS,
@@ -141,9 +143,42 @@ def render_report(sim: Simulation) -> str:
         rows=rows,
         plots=plots,
         demand_plot=demand_plot,
+        score_plot=score_plot,
     )
 
 
-def write_report(sim: Simulation, path: str | Path) -> None:
+BARS = (
+    ("instance_hours", "instance-hours (cost)"),
+    ("slo_violation_minutes", "minutes in SLO violation"),
+    ("under_accuracy", "under-provisioning accuracy, %"),
+    ("over_accuracy", "over-provisioning accuracy, %"),
+)
+
+
+def _score_bars(sim: Simulation, plt: Any) -> str:
+    """Grouped bars: one panel per score, pools on the x axis, one bar per policy."""
+    import numpy as np
+
+    pools = list(sim.policy.pools)
+    names = list(sim.scores)
+    fig, axes = plt.subplots(1, len(BARS), figsize=(14, 3.4))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(pools))
+    for ax, (field, title) in zip(axes, BARS, strict=True):
+        for i, name in enumerate(names):
+            values = [sim.scores[name][pool].as_dict()[field] for pool in pools]
+            ax.bar(x + i * width, values, width, color=COLORS.get(name), label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(x + width * (len(names) - 1) / 2, pools, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    text = _svg(fig)
+    plt.close(fig)
+    return text
+
+
+def write_report(
+    sim: Simulation, path: str | Path, policy_name: str = "the built-in default"
+) -> None:
     """Write the report page to ``path``."""
-    Path(path).write_text(render_report(sim), encoding="utf-8")
+    Path(path).write_text(render_report(sim, policy_name), encoding="utf-8")
