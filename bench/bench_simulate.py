@@ -31,7 +31,7 @@ class NullController:
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
 
-    def initial(self, pool: str) -> int:
+    def initial(self, pool: str, at: float) -> int:
         return self.counts[pool]
 
     def step(

@@ -84,31 +84,30 @@ class SeedScriptController:
         self.web = next((n for n, p in policy.pools.items() if p.kind == "web"), None)
         self.generic = "celery" if "celery" in policy.pools else None
 
-    def initial(self, pool: str) -> int:
-        """As deployed: django@1-2, celery-worker@1-2 (@3 starts at 08:00), one per queue pool."""
+    def initial(self, pool: str, at: float) -> int:
+        """As deployed: django@1-2 (the script's MIN; its later count depends on the load
+        history); celery-worker@1-2, plus @3 between the crontab's 08:00 start and 23:00 stop
+        (the script never touches Celery); one worker per queue-specific pool."""
         if pool == self.web:
             return self.MIN
         if pool == self.generic:
-            return 2
+            hour = datetime.fromtimestamp(at, self.zone).hour
+            return 3 if 8 <= hour < 23 else 2
         return max(1, self.policy.pools[pool].min)
 
     def step(
         self, k: int, t: float, pools: dict[str, PoolView], shared: dict[str, float]
     ) -> dict[str, int]:
-        """Run the crontab entries whose minute has come (the engine calls every 5 minutes)."""
+        """Run the cron jobs whose minute has come (the engine calls every 5 minutes).
+
+        At 08:00 and 23:00 the script and the crontab entry start together; the script reads
+        the state first (its `systemctl list-units` is the quicker command), then the crontab's
+        `systemctl start django@3` (a no-op if the script just started @3) or `stop django@3`.
+        """
         changes: dict[str, int] = {}
-        local = datetime.fromtimestamp(t, self.zone)
-        for name in (self.web, self.generic):
-            if name is None or name not in pools:
-                continue
-            running = pools[name].running
-            if local.hour == 8 and local.minute < 5 and running < 3:
-                changes[name] = 3  # systemctl --user start django@3 celery-worker@3
-            elif local.hour == 23 and local.minute < 5 and running >= 3:
-                changes[name] = running - 1  # systemctl --user stop django@3 celery-worker@3
         if self.web is not None and self.web in pools:
             view = pools[self.web]
-            current = changes.get(self.web, view.running)
+            current = view.running
             cpus = [
                 view.metrics["cpu"] if i.state is InstanceState.READY else _booting_cpu()
                 for i in view.instances
@@ -119,6 +118,15 @@ class SeedScriptController:
                 changes[self.web] = current + 1
             elif avg < self.CPU_DOWN and current > self.MIN:
                 changes[self.web] = current - 1
+        local = datetime.fromtimestamp(t, self.zone)
+        for name in (self.web, self.generic):
+            if name is None or name not in pools:
+                continue
+            count = changes.get(name, pools[name].running)
+            if local.hour == 8 and local.minute < 5 and count < 3:
+                changes[name] = 3  # systemctl --user start django@3 celery-worker@3
+            elif local.hour == 23 and local.minute < 5 and count >= 3:
+                changes[name] = count - 1  # systemctl --user stop django@3 celery-worker@3
         return changes
 
 

@@ -78,8 +78,8 @@ class Controller(Protocol):
     period: float | None
     """Seconds between its actions (None: every tick)."""
 
-    def initial(self, pool: str) -> int:
-        """Instances at the start of the trace."""
+    def initial(self, pool: str, at: float) -> int:
+        """Instances at ``at``, the start of the trace."""
         ...
 
     def step(
@@ -168,7 +168,7 @@ class PolicyController:
             + [lim.period for p in pools for lim in (*p.scale_out_limits, *p.scale_in_limits)]
         )
 
-    def initial(self, pool: str) -> int:
+    def initial(self, pool: str, at: float) -> int:
         """Start at the pool's minimum."""
         return self.policy.pools[pool].min
 
@@ -273,7 +273,7 @@ def _loop(
     timelines: dict[str, _Timeline] = {}
     actions = dict.fromkeys((p.name for p in loads), 0)
     for load in loads:
-        count = controller.initial(load.name)
+        count = controller.initial(load.name, times[0])
         instances[load.name] = [
             SimInstance(i + 1, InstanceState.READY, None, times[0]) for i in range(count)
         ]
@@ -305,6 +305,8 @@ def _loop(
             views[name] = PoolView(name, alive, metrics)
         changes = controller.step(k, t, views, shared_signals(loads, k))
         for name, desired in changes.items():
+            if desired == views[name].running:
+                continue  # nothing to do is not an action
             load = next(p for p in loads if p.name == name)
             events.append((t, name, f"{views[name].running} -> {desired}"))
             _apply(instances[name], desired, t, k, grid, load, immediate_stop, timelines[name])
@@ -384,7 +386,8 @@ def _apply(
             ready_at = t + load.model.startup
             pool.append(SimInstance(n, InstanceState.STARTING, t, ready_at))
             timeline.running[k + 1] += 1
-            timeline.serving[int(np.searchsorted(grid, ready_at, side="left"))] += 1
+            # it serves from the first tick at or after ready_at, never before it runs (k + 1)
+            timeline.serving[max(k + 1, int(np.searchsorted(grid, ready_at, side="left")))] += 1
     elif desired < len(running):
         # all simulated instances carry equal load: the newest is the least loaded (fewest sessions)
         victims = sorted(running, key=lambda i: (i.state is InstanceState.READY, -i.n))
@@ -395,7 +398,8 @@ def _apply(
             if was_ready:
                 timeline.serving[k + 1] -= 1
             else:  # stopped before it became ready: cancel its future "ready"
-                timeline.serving[int(np.searchsorted(grid, inst.ready_at, side="left"))] -= 1
+                ready = max(k + 1, int(np.searchsorted(grid, inst.ready_at, side="left")))
+                timeline.serving[ready] -= 1
             gone = k + 1 if immediate else int(np.searchsorted(grid, inst.gone_at, side="left"))
             timeline.running[max(gone, k + 1)] -= 1
             if immediate:
