@@ -241,12 +241,14 @@ class Decider:
                 if rec is not None:
                     if recs is None:
                         recs = dict(memory.recommendations)
-                    history = tuple(
-                        r
-                        for r in recs.get(rule.name, ())
-                        if now - r[0] <= pool.scale_in_stabilization
-                    )
-                    recs[rule.name] = (*history, rec)
+                    history = recs.get(rule.name, ())
+                    first = 0  # time-ordered: only the oldest few fall out of the window
+                    while (
+                        first < len(history)
+                        and now - history[first][0] > pool.scale_in_stabilization
+                    ):
+                        first += 1
+                    recs[rule.name] = (*history[first:], rec)
 
         desired, priority, reasons = self._combine(
             name, pool, votes, current, starting, memory, now

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class InstanceState(StrEnum):
@@ -44,9 +45,11 @@ class Instance:
         return self.started_at is None or now - self.started_at >= warmup
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One metric value at one time, for a pool (instance None) or one instance."""
+class Sample(NamedTuple):
+    """One metric value at one time, for a pool (instance None) or one instance.
+
+    A NamedTuple: the loop and the simulator make one per rule and instance every tick.
+    """
 
     at: float
     value: float
