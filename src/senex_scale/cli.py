@@ -181,6 +181,71 @@ def plan(
     out.print(table)
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+@app.command()
+def metrics(
+    policy: PolicyOption = "default",
+    json_out: JsonFlag = False,
+) -> None:
+    """Read every metric the policy references, now: values per pool and instance, and errors.
+
+    Exit 0 when every metric answered, 1 when any failed (the output says which and why).
+    """
+    from senex_scale.observe import format_time
+    from senex_scale.policy import load_policy
+    from senex_scale.sources.collect import Collector
+
+    loaded = load_policy(policy)
+    collector = Collector(loaded)
+    now = time.time()
+    try:
+        readings = collector.collect(now)
+    finally:
+        collector.close()
+    failed = [r for r in readings if r.error is not None]
+    if json_out:
+        doc = {
+            "at": format_time(now),
+            "metrics": [
+                {
+                    "rule": r.rule,
+                    "source": r.source,
+                    "pool": r.pool,
+                    "query": r.query,
+                    "signal": r.signal,
+                    "ok": r.error is None,
+                    "error": r.error,
+                    "temporary": r.temporary,
+                    "samples": [{"instance": s.instance, "value": s.value} for s in r.samples],
+                }
+                for r in readings
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        table = Table(title=f"Metrics at {format_time(now)}")
+        for column in ("rule", "source", "pool", "instance", "value", "status"):
+            table.add_column(column, justify="right" if column == "value" else "left")
+        for r in readings:
+            if r.error is not None:
+                kind = "temporary" if r.temporary else "permanent"
+                table.add_row(r.rule, r.source, r.pool or "", "", "", f"FAILED ({kind}): {r.error}")
+                continue
+            if not r.samples:
+                table.add_row(r.rule, r.source, r.pool or "", "", "", "no samples")
+            for s in r.samples:
+                table.add_row(
+                    r.rule, r.source, r.pool or "", s.instance or "(pool)", f"{s.value:g}", "ok"
+                )
+        out.print(table)
+        if failed:
+            out.print(f"{len(failed)} of {len(readings)} metrics failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- simulate
 
 trace_app = typer.Typer(

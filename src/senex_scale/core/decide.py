@@ -179,12 +179,14 @@ class Decider:
         decisions: list[Decision] = []
         statuses: list[RuleStatus] = []
         memory = observation.memory
-        new_pools: dict[str, PoolMemory] = dict(memory.pools)
+        new_pools: dict[str, PoolMemory] | None = None
         for name, compiled in self.pools.items():
             decision, votes, recs = self._decide_pool(name, compiled, observation, now)
             decisions.append(decision)
             statuses.extend(v.status for v in votes)
             if recs is not None:
+                if new_pools is None:
+                    new_pools = dict(memory.pools)
                 new_pools[name] = replace(memory.pool(name), recommendations=recs)
         for rule in self.actions:
             decision_or_none, status = self._decide_action(rule, observation, now)
@@ -194,7 +196,7 @@ class Decider:
         decisions.sort(
             key=lambda d: (d.priority.rank, d.kind != "scale", d.pool or "", d.rule or "")
         )
-        new_memory = replace(memory, pools=new_pools) if new_pools != memory.pools else memory
+        new_memory = memory if new_pools is None else replace(memory, pools=new_pools)
         return Plan(tuple(decisions), tuple(statuses), new_memory)
 
     def bounds(self, pool: str, now: float) -> tuple[int, int, list[str]]:
