@@ -150,11 +150,17 @@ def cross_check(data: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- error formatting
 
 
-def format_errors(exc: ValidationError, root: type[BaseModel] = Policy) -> list[str]:
-    """One line per pydantic error: dotted path, then a message a person can act on."""
+def format_errors(
+    exc: ValidationError, root: type[BaseModel] = Policy, prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """One line per pydantic error: dotted path, then a message a person can act on.
+
+    ``prefix`` is where ``root`` sits in the file (``("sources", "prom")`` for a driver's
+    settings), so every path names the place a user finds in the file.
+    """
     lines: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = _strip_tags(tuple(err["loc"]))
+        loc = (*prefix, *_strip_tags(tuple(err["loc"])))
         path = dotted(loc)
         kind = err["type"]
         if kind == "extra_forbidden":

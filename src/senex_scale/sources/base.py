@@ -56,7 +56,7 @@ def parse_settings(model: type[S], source: str, options: dict[str, Any]) -> S:
     try:
         return model.model_validate(options)
     except ValidationError as exc:
-        problems = [f"sources.{source}.{line}" for line in format_errors(exc, model)]
+        problems = format_errors(exc, model, ("sources", source))
         raise PolicyError(f"sources.{source}", problems) from None
 
 
