@@ -16,7 +16,7 @@ Which source reads what (``metric.query`` of a rule)::
     pgbouncer     clients_waiting | max_wait_seconds | pool_use
     process       CPU % (or memory MiB) per instance from cgroups, psutil or podman stats
     scrape        a metric name read from each instance's own /metrics
-    disk          used % of a path (or several, comma-separated: the fullest)
+    disk          used % of a path, per path (several, comma-separated; aggregate "max")
 """
 
 from senex_scale.sources.base import (

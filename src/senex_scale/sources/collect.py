@@ -78,13 +78,14 @@ class Collector:
     def collect(self, now: float) -> list[Reading]:
         """A reading per enabled rule, in policy order."""
         readings: list[Reading] = []
-        done: dict[tuple[str, str, str, str | None], Reading] = {}
+        done: dict[tuple[str, str, str, str | None, float], Reading] = {}
         for request in requests_for(self.policy):
             metric = request.metric
             reading = Reading(
                 request.rule, metric.source, request.pool_name, metric.query, metric.signal
             )
-            key = (metric.source, metric.query, metric.aggregate, request.pool_name)
+            # the window matters to sources that push it down (Prometheus min_over_time)
+            key = (metric.source, metric.query, metric.aggregate, request.pool_name, request.window)
             if key in done:
                 first = done[key]
                 reading.samples, reading.error = list(first.samples), first.error
