@@ -181,6 +181,12 @@ def plan(
     out.print(table)
 
 
+def _print_table(table: Table) -> None:
+    """Print a table; a pipe or CI log gets it whole rather than at Rich's 80-column guess."""
+    wide = Console(highlight=False, width=max(out.width, 140)) if not out.is_terminal else out
+    wide.print(table)
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -239,7 +245,7 @@ def metrics(
                 table.add_row(
                     r.rule, r.source, r.pool or "", s.instance or "(pool)", f"{s.value:g}", "ok"
                 )
-        out.print(table)
+        _print_table(table)
         if failed:
             out.print(f"{len(failed)} of {len(readings)} metrics failed")
     if failed:
@@ -389,9 +395,7 @@ def _print_scores(result: Any) -> None:
                 style=style,
                 end_section=i == len(result.scores) - 1,
             )
-    # a pipe or CI log gets the full table rather than Rich's 80-column guess
-    wide = Console(highlight=False, width=max(out.width, 140)) if not out.is_terminal else out
-    wide.print(table)
+    _print_table(table)
     if result.unsimulated:
         out.print(
             f"rules without a simulated signal (they saw no data): {', '.join(result.unsimulated)}"
