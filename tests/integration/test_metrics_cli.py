@@ -73,6 +73,20 @@ dsn = "postgresql://senex@127.0.0.1:{dead}/senex"
 type = "pgbouncer"
 dsn = "postgresql://senex@127.0.0.1:{dead}/pgbouncer"
 
+[sources.deadredis]
+type = "redis"
+url = "redis://127.0.0.1:{dead}/0"
+
+[sources.instances]
+type = "scrape"
+timeout = "1s"
+
+[sources.procs]
+type = "process"
+mode = "psutil"
+match = "senex-no-such-process-{{n}}"
+instances = [1]
+
 [sources.disk]
 type = "disk"
 
@@ -121,6 +135,25 @@ when = {{ above = 5 }}
 action = {{ type = "notify", message = "bouncer" }}
 
 [[rules]]
+name = "dead-redis-memory"
+type = "action"
+metric = {{ source = "deadredis", query = "used_memory_ratio" }}
+when = {{ above = 90 }}
+action = {{ type = "notify", message = "redis" }}
+
+[[rules]]
+name = "websockets"
+pool = "web"
+metric = {{ source = "instances", query = "senex_websocket_connections" }}
+scale_out = {{ above = 1500, for = "1m" }}
+
+[[rules]]
+name = "web-cpu"
+pool = "web"
+metric = {{ source = "procs", query = "cpu" }}
+scale_out = {{ above = 70, for = "1m" }}
+
+[[rules]]
 name = "disk"
 type = "action"
 metric = {{ source = "disk", query = "/tmp" }}
@@ -159,18 +192,31 @@ def test_any_failure_exits_one(result: dict[str, Any]) -> None:
         "queue",
         "dead-queue",
         "redis-memory",
+        "dead-redis-memory",
         "postgres-cpu",
         "pool-waiting",
+        "websockets",
+        "web-cpu",
         "disk",
     }
 
 
-@pytest.mark.parametrize("rule", ["cpu", "dead-queue", "postgres-cpu", "pool-waiting"])
+@pytest.mark.parametrize(
+    "rule",
+    ["cpu", "dead-queue", "dead-redis-memory", "postgres-cpu", "pool-waiting", "websockets"],
+)
 def test_stopped_servers_are_reported_not_zero(result: dict[str, Any], rule: str) -> None:
     """A server that does not answer is a temporary failure with a reason, and no sample."""
     metric = result["by_rule"][rule]
     assert (metric["ok"], metric["temporary"], metric["samples"]) == (False, True, [])
     assert metric["error"]
+
+
+def test_missing_process_is_reported_not_zero(result: dict[str, Any]) -> None:
+    """An instance whose process is not running is a failure with a reason, never 0 % CPU."""
+    metric = result["by_rule"]["web-cpu"]
+    assert (metric["ok"], metric["samples"]) == (False, [])
+    assert "no instance of pool web is running" in metric["error"]
 
 
 def test_live_redis_answers(result: dict[str, Any]) -> None:
