@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError
 from senex_scale.plugins import resolve
-from senex_scale.policy.models import Metric, Pool, SourceSpec
+from senex_scale.policy.models import Duration, Metric, Pool, SourceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,25 @@ class MetricSource(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f'"{value}" is not an environment variable name')
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+"""The name of an environment variable holding a secret (``password_env = "PGPASSWORD"``)."""
+
+Timeout = Annotated[Duration, AfterValidator(_positive)]
+"""A duration that must be longer than 0s (timeouts, sampling intervals)."""
 
 
 class Settings(BaseModel):

@@ -28,12 +28,9 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from senex_scale.core.state import Sample
-from senex_scale.policy.models import Duration
-from senex_scale.sources.base import MetricRequest, Settings, parse_settings
+from senex_scale.sources.base import EnvName, MetricRequest, Settings, Timeout, parse_settings
 from senex_scale.sources.postgres import (
     Endpoint,
-    check_env_name,
-    check_positive,
     dsn_params,
     unknown_query,
 )
@@ -48,11 +45,11 @@ class PgBouncerSettings(Settings):
     """``[sources.NAME]`` of a ``type = "pgbouncer"`` source."""
 
     dsn: str = Field(repr=False)
-    password_env: str | None = None
+    password_env: EnvName | None = None
     database: str | None = None
     per_pool: bool = False
-    connect_timeout: Duration = 3.0
-    query_timeout: Duration = 5.0
+    connect_timeout: Timeout = 3.0
+    query_timeout: Timeout = 5.0
 
     @field_validator("dsn")
     @classmethod
@@ -64,16 +61,6 @@ class PgBouncerSettings(Settings):
                 f'dbname must be "{ADMIN_DATABASE}" (the admin console), not "{dbname}"'
             )
         return value
-
-    @field_validator("password_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        return check_env_name(value)
-
-    @field_validator("connect_timeout", "query_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return check_positive(value)
 
 
 Pool = dict[str, Any]

@@ -55,8 +55,14 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from senex_scale.core.state import Sample
 from senex_scale.errors import SourceError
 from senex_scale.plugins import did_you_mean
-from senex_scale.policy.models import Duration
-from senex_scale.sources.base import MetricRequest, Settings, instance_from_address, parse_settings
+from senex_scale.sources.base import (
+    EnvName,
+    MetricRequest,
+    Settings,
+    Timeout,
+    instance_from_address,
+    parse_settings,
+)
 
 T = TypeVar("T")
 
@@ -147,18 +153,6 @@ def _one_line(text: str) -> str:
 def _dsn_list(value: object) -> object:
     """One DSN may be given as a string instead of a list of one."""
     return [value] if isinstance(value, str) else value
-
-
-def check_env_name(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f'"{value}" is not an environment variable name')
-    return value
-
-
-def check_positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be longer than 0s")
-    return value
 
 
 # --------------------------------------------------------------------------- connections
@@ -457,9 +451,9 @@ class PostgresSettings(Settings):
     replicas: Annotated[list[str], BeforeValidator(_dsn_list)] = Field(
         default_factory=list, repr=False
     )
-    password_env: str | None = None
-    connect_timeout: Duration = 3.0
-    query_timeout: Duration = 5.0
+    password_env: EnvName | None = None
+    connect_timeout: Timeout = 3.0
+    query_timeout: Timeout = 5.0
     cpu: Literal["process", "cgroup"] = "process"
     cgroup: str | None = Field(default=None, validate_default=True)
 
@@ -478,16 +472,6 @@ class PostgresSettings(Settings):
             except ValueError as exc:
                 raise ValueError(f"[{n}]: {exc}") from None
         return value
-
-    @field_validator("password_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        return check_env_name(value)
-
-    @field_validator("connect_timeout", "query_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        return check_positive(value)
 
     @field_validator("cgroup")
     @classmethod

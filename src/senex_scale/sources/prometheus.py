@@ -42,7 +42,14 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_va
 from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError, SourceError
 from senex_scale.policy.models import Duration
-from senex_scale.sources.base import MetricRequest, Settings, instance_from_address, parse_settings
+from senex_scale.sources.base import (
+    EnvName,
+    MetricRequest,
+    Settings,
+    Timeout,
+    instance_from_address,
+    parse_settings,
+)
 
 
 def _secret_text(value: object) -> object:
@@ -59,24 +66,17 @@ Secret = Annotated[SecretStr | None, BeforeValidator(_secret_text)]
 class HttpSettings(Settings):
     """Timeout, authentication and TLS shared by the HTTP sources (prometheus, scrape)."""
 
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
     """Seconds to wait for each phase (connect, send, each read) of a request."""
     bearer_token: Secret = None
-    token_env: str | None = None
+    token_env: EnvName | None = None
     """Name of an environment variable holding the bearer token (read when the source is built)."""
     password: Secret = None
-    password_env: str | None = None
+    password_env: EnvName | None = None
     username: str | None = Field(default=None, validate_default=True)
     """Basic authentication: ``username`` with ``password`` or ``password_env``."""
     verify: bool | str = True
     """TLS certificate check: true (system CAs), false (no check) or the path of a CA bundle."""
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
 
     @field_validator("token_env")
     @classmethod

@@ -62,7 +62,7 @@ from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError, SourceError
 from senex_scale.plugins import did_you_mean
 from senex_scale.policy.models import Duration
-from senex_scale.sources.base import MetricRequest, Settings, parse_settings
+from senex_scale.sources.base import EnvName, MetricRequest, Settings, parse_settings
 
 __all__ = [
     "RedisConnection",
@@ -103,11 +103,11 @@ class RedisConnectionSettings(Settings):
     too) with ``master_name``."""
     master_name: str | None = None
     password: Secret = None
-    password_env: str | None = None
+    password_env: EnvName | None = None
     """Name of an environment variable holding the password (read when the source is built)."""
     sentinel_password: Secret = None
     """Password of the Sentinel processes themselves (``requirepass`` in sentinel.conf)."""
-    sentinel_password_env: str | None = None
+    sentinel_password_env: EnvName | None = None
     socket_timeout: Duration = Field(default=2.0, gt=0)
     """Bound on connecting and on every reply, in seconds (or "500ms", "2s")."""
 
@@ -117,13 +117,6 @@ class RedisConnectionSettings(Settings):
         if value is None:
             return None
         _check_url(value)
-        return value
-
-    @field_validator("password_env", "sentinel_password_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError(f'"{value}" is not an environment variable name')
         return value
 
 
