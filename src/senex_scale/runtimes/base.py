@@ -1,0 +1,79 @@
+"""The Runtime protocol and what every runtime shares: addresses and the HTTP health probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import httpx
+
+from senex_scale.errors import PermanentError
+from senex_scale.plugins import resolve
+from senex_scale.policy.models import Pool
+
+
+class UnitState(StrEnum):
+    """What the runtime says about one instance's process (not whether it is healthy)."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInstance:
+    """One instance as the runtime sees it."""
+
+    n: int
+    state: UnitState
+    started_at: float | None = None
+    """Epoch seconds when its process started, when the runtime knows."""
+    pid: int | None = None
+
+
+class Runtime(Protocol):
+    """Starts and stops the instances of one pool. Failures raise ``TemporaryError`` (busy,
+    timed out: worth a retry) or ``PermanentError`` (no such unit or program)."""
+
+    pool: str
+
+    def list(self) -> list[RuntimeInstance]:
+        """Every instance number the runtime knows for this pool, running or not."""
+        ...
+
+    def start(self, n: int) -> None:
+        """Start instance ``n``; returns once the runtime accepted it (not when healthy)."""
+        ...
+
+    def stop(self, n: int) -> None:
+        """Stop instance ``n`` (a graceful stop: SIGTERM, then the runtime's kill timeout)."""
+        ...
+
+
+def build_runtime(pool_name: str, pool: Pool) -> Runtime:
+    """The runtime of ``[pools.NAME] runtime = {...}``, imported on first use."""
+    if pool.runtime is None:
+        raise PermanentError(f"pools.{pool_name}.runtime: not set, so instances cannot be managed")
+    cls = resolve("runtime", pool.runtime.type)
+    runtime: Runtime = cls(pool_name, pool, pool.runtime.options)
+    return runtime
+
+
+def instance_address(pool_name: str, pool: Pool, n: int, host: str = "127.0.0.1") -> str:
+    """``host:port`` of instance ``n`` by the pool's port scheme (port = BASE + n)."""
+    port = pool.port_of(n)
+    if port is None:
+        raise PermanentError(f'pools.{pool_name}.port: not set (e.g. port = "8000 + n")')
+    return f"{host}:{port}"
+
+
+def probe_health(address: str, path: str, timeout: float = 2.0, **client: Any) -> bool:
+    """True when ``GET http://ADDRESS/PATH`` answers 2xx within ``timeout`` seconds."""
+    try:
+        response = httpx.get(f"http://{address}{path}", timeout=timeout, **client)
+    except httpx.HTTPError:
+        return False
+    return 200 <= response.status_code < 300
