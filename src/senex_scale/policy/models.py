@@ -248,6 +248,8 @@ class Pool(Model):
     """Longest wait for a drained instance's connections and in-flight work before stopping it."""
     warmup: Duration = 60.0
     """After start, an instance is not counted as capacity for this long (HPA's cpu init period)."""
+    start_timeout: Duration = 120.0
+    """Longest wait for a started instance to pass its health check; then it is stopped again."""
     scale_out_cooldown: Duration = 0.0
     """No rule-driven scale-out until this long after the last scale-out."""
     scale_in_cooldown: Duration = 300.0

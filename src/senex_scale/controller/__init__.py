@@ -1,0 +1,1 @@
+"""The controller: the scale sequence every caller uses (and, later, the loop around it)."""

@@ -1,0 +1,218 @@
+"""One scale sequence for every caller (the daemon, ``senex-scale scale``, the demo).
+
+::
+
+    scale-out, per new instance n (lowest free number):
+        runtime.start(n) --> healthy within start_timeout? --yes--> balancer.add(n)   done
+                                        |                                |
+                                        no: runtime.stop(n), failed      add failed: stop(n), failed
+
+    scale-in, per instance (least loaded first, then the newest):
+        balancer.drain(n) --> no connections or drain_timeout --> runtime.stop(n) --> remove(n)
+              |                                                      |
+              drain failed: nothing stopped                          stop failed: n stays drained
+                                                                     (running, no new work)
+
+The balancer never points at a stopped instance: an instance is added only once healthy, and
+stopped only after it was drained. Worker pools (no balancer) wait for the runtime to report
+the process running instead of an HTTP health check, and their graceful stop is the drain.
+Time comes from an injected clock and sleep, so tests can run it on a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from senex_scale.balancers.base import Balancer
+from senex_scale.errors import SenexError
+from senex_scale.policy.models import Pool
+from senex_scale.runtimes.base import Runtime, UnitState, instance_address, probe_health
+
+POLL = 0.5
+"""Seconds between health or connection checks while waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a sequence, for progress output and the audit log."""
+
+    at: float
+    pool: str
+    n: int
+    what: str
+    """start, healthy, add, drain, idle, stop, remove, or failed."""
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a sequence did: instances changed, instances that failed, and every step."""
+
+    done: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every instance went through."""
+        return not self.failed
+
+
+class ScaleSequence:
+    """Scale one pool through its runtime and balancer."""
+
+    def __init__(
+        self,
+        pool_name: str,
+        pool: Pool,
+        runtime: Runtime,
+        balancer: Balancer | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        healthy: Callable[[str, str], bool] | None = None,
+        on_step: Callable[[Step], None] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.name = pool_name
+        self.pool = pool
+        self.runtime = runtime
+        self.balancer = balancer
+        self.clock = clock
+        self.sleep = sleep
+        self.healthy = healthy or probe_health
+        self.on_step = on_step
+        self.host = host
+
+    # ------------------------------------------------------------------ helpers
+
+    def _step(self, outcome: Outcome, n: int, what: str, detail: str = "") -> None:
+        step = Step(self.clock(), self.name, n, what, detail)
+        outcome.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def running(self) -> list[int]:
+        """Instance numbers the runtime reports running or starting."""
+        live = (UnitState.RUNNING, UnitState.STARTING)
+        return sorted(i.n for i in self.runtime.list() if i.state in live)
+
+    def _wait_ready(self, n: int) -> str | None:
+        """None once ``n`` is healthy (web) or running (worker); else why not, at the timeout."""
+        deadline = self.clock() + self.pool.start_timeout
+        address = instance_address(self.name, self.pool, n, self.host) if self.balancer else ""
+        while True:
+            if self.balancer is not None:
+                if self.healthy(address, self.pool.health):
+                    return None
+            else:
+                states = {i.n: i.state for i in self.runtime.list()}
+                if states.get(n) is UnitState.RUNNING:
+                    return None
+                if states.get(n) in (UnitState.FAILED, UnitState.STOPPED):
+                    return f"the runtime reports it {states[n].value}"
+            if self.clock() >= deadline:
+                what = f"GET {address}{self.pool.health}" if self.balancer else "running"
+                return f"not healthy ({what}) within {self.pool.start_timeout:g}s"
+            self.sleep(POLL)
+
+    # ------------------------------------------------------------------ directions
+
+    def scale_out(self, count: int) -> Outcome:
+        """Start ``count`` instances (lowest free numbers), each added once healthy."""
+        outcome = Outcome()
+        taken = set(self.running())
+        candidates = [n for n in range(1, self.pool.max + 1) if n not in taken][:count]
+        for n in candidates:
+            try:
+                self.runtime.start(n)
+                self._step(outcome, n, "start")
+                why = self._wait_ready(n)
+                if why is not None:
+                    raise _StepFailedError(why)
+                self._step(outcome, n, "healthy")
+                if self.balancer is not None:
+                    self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
+                    self._step(outcome, n, "add")
+                outcome.done.append(n)
+            except (SenexError, _StepFailedError) as exc:
+                outcome.failed[n] = str(exc)
+                self._step(outcome, n, "failed", str(exc))
+                self._stop_quietly(n, outcome)
+        if len(candidates) < count:
+            outcome.failed[0] = (
+                f"only {len(candidates)} free instance numbers below max {self.pool.max}"
+            )
+        return outcome
+
+    def scale_in(self, count: int) -> Outcome:
+        """Drain, wait, stop and remove ``count`` instances, least loaded (then newest) first."""
+        outcome = Outcome()
+        running = self.running()
+        load = {n: self._connections(n) for n in running}
+        order = sorted(running, key=lambda n: (load[n] if load[n] is not None else 0, -n))
+        for n in order[:count]:
+            try:
+                if self.balancer is not None:
+                    self.balancer.drain(n)
+                    self._step(outcome, n, "drain")
+                    self._step(outcome, n, "idle", self._wait_idle(n))
+                self.runtime.stop(n)
+                self._step(outcome, n, "stop")
+                if self.balancer is not None:
+                    self.balancer.remove(n)
+                    self._step(outcome, n, "remove")
+                outcome.done.append(n)
+            except SenexError as exc:
+                outcome.failed[n] = str(exc)
+                self._step(outcome, n, "failed", str(exc))
+        return outcome
+
+    def scale_to(self, desired: int) -> Outcome:
+        """Scale out or in to ``desired`` running instances."""
+        current = len(self.running())
+        if desired > current:
+            return self.scale_out(desired - current)
+        if desired < current:
+            return self.scale_in(current - desired)
+        return Outcome()
+
+    # ------------------------------------------------------------------ waiting
+
+    def _connections(self, n: int) -> int | None:
+        if self.balancer is None:
+            return None
+        try:
+            return self.balancer.connections(n)
+        except SenexError:
+            return None
+
+    def _wait_idle(self, n: int) -> str:
+        """Wait until ``n`` has no open connections, or drain_timeout; say which happened."""
+        started = self.clock()
+        deadline = started + self.pool.drain_timeout
+        while True:
+            open_now = self._connections(n)
+            if open_now == 0:
+                return f"no connections after {self.clock() - started:.1f}s"
+            if self.clock() >= deadline:
+                if open_now is None:
+                    return (
+                        f"drain_timeout {self.pool.drain_timeout:g}s passed "
+                        "(the balancer cannot count connections)"
+                    )
+                return f"drain_timeout {self.pool.drain_timeout:g}s passed with {open_now} open"
+            self.sleep(POLL)
+
+    def _stop_quietly(self, n: int, outcome: Outcome) -> None:
+        try:
+            self.runtime.stop(n)
+            self._step(outcome, n, "stop", "after a failed start")
+        except SenexError as exc:
+            self._step(outcome, n, "failed", f"stop after a failed start: {exc}")
+
+
+class _StepFailedError(Exception):
+    """A step that did not succeed (not a bug): carried into the outcome."""

@@ -1,0 +1,105 @@
+"""Public fakes for tests of code built on Senex Scale (and for our own sequence tests).
+
+``FakeClock`` is time as data: ``sleep`` advances it, nothing waits. ``RecordingRuntime`` and
+``RecordingBalancer`` keep their state in memory and record every call, and can be told to
+fail a call or to report an instance unhealthy, so orchestration logic can be tested for
+its failure paths. They are fakes of our own protocols, not of any server: everything that
+talks to a real server is tested against that server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from senex_scale.balancers.base import Member, MemberState
+from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.runtimes.base import RuntimeInstance, UnitState
+
+
+@dataclass
+class FakeClock:
+    """A clock that moves only when told (``sleep`` or ``advance``)."""
+
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` at once."""
+        self.now += seconds
+
+    advance = sleep
+
+
+@dataclass
+class RecordingRuntime:
+    """An in-memory runtime: instances 1..size, all stopped at first."""
+
+    pool: str = "web"
+    size: int = 5
+    running: set[int] = field(default_factory=set)
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    fail: dict[tuple[str, int], Exception] = field(default_factory=dict)
+    """(method, n) -> the exception that call raises."""
+
+    def list(self) -> list[RuntimeInstance]:
+        return [
+            RuntimeInstance(n, UnitState.RUNNING if n in self.running else UnitState.STOPPED)
+            for n in range(1, self.size + 1)
+        ]
+
+    def start(self, n: int) -> None:
+        self.calls.append(("start", n))
+        if ("start", n) in self.fail:
+            raise self.fail[("start", n)]
+        if n > self.size:
+            raise PermanentError(f"no instance {n}")
+        self.running.add(n)
+
+    def stop(self, n: int) -> None:
+        self.calls.append(("stop", n))
+        if ("stop", n) in self.fail:
+            raise self.fail[("stop", n)]
+        self.running.discard(n)
+
+
+@dataclass
+class RecordingBalancer:
+    """An in-memory balancer; ``open`` sets a member's open connections."""
+
+    pool: str = "web"
+    state: dict[int, tuple[str, MemberState]] = field(default_factory=dict)
+    open: dict[int, int] = field(default_factory=dict)
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    fail: dict[tuple[str, int], Exception] = field(default_factory=dict)
+
+    def _call(self, what: str, n: int) -> None:
+        self.calls.append((what, n))
+        if (what, n) in self.fail:
+            raise self.fail[(what, n)]
+
+    def members(self) -> list[Member]:
+        return [
+            Member(n, address, state, self.open.get(n))
+            for n, (address, state) in sorted(self.state.items())
+        ]
+
+    def add(self, n: int, address: str) -> None:
+        self._call("add", n)
+        self.state[n] = (address, MemberState.READY)
+
+    def drain(self, n: int) -> None:
+        self._call("drain", n)
+        if n not in self.state:
+            raise PermanentError(f"no member {n}")
+        self.state[n] = (self.state[n][0], MemberState.DRAINING)
+
+    def remove(self, n: int) -> None:
+        self._call("remove", n)
+        self.state.pop(n, None)
+
+    def connections(self, n: int) -> int | None:
+        if ("connections", n) in self.fail:
+            raise TemporaryError("cannot count")
+        return self.open.get(n, 0)
