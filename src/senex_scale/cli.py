@@ -252,6 +252,89 @@ def metrics(
         raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------------- scale
+
+
+@app.command()
+def scale(
+    pool: Annotated[str, typer.Argument(help="Pool name from the policy.")],
+    count: Annotated[int, typer.Argument(help="Instances wanted.", min=0)],
+    policy: PolicyOption = "default",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a count outside the pool's min..max.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Scale a pool to COUNT instances, safely: start, healthy, add; drain, wait, stop, remove.
+
+    The seed's manual procedure in one command, each step printed as it happens. Exit 1 if
+    any instance failed (the balancer is left pointing only at healthy, running instances).
+    """
+    from senex_scale.balancers.base import build_balancer
+    from senex_scale.controller.sequence import ScaleSequence, Step
+    from senex_scale.plugins import did_you_mean
+    from senex_scale.policy import load_policy
+    from senex_scale.runtimes.base import build_runtime
+
+    loaded = load_policy(policy)
+    if pool not in loaded.pools:
+        hint = did_you_mean(pool, list(loaded.pools))
+        raise InputError(f'unknown pool "{pool}"{hint}; pools: {", ".join(loaded.pools)}')
+    spec = loaded.pools[pool]
+    if not force and not spec.min <= count <= spec.max:
+        raise InputError(
+            f"{pool}: {count} is outside min..max ({spec.min}..{spec.max}); --force to do it anyway"
+        )
+    runtime = build_runtime(pool, spec)
+    balancer = build_balancer(pool, spec) if spec.balancer is not None else None
+
+    def show(step: Step) -> None:
+        if not json_out:
+            detail = f": {step.detail}" if step.detail else ""
+            err.print(f"{pool}@{step.n}: {step.what}{detail}", markup=False)
+
+    sequence = ScaleSequence(pool, spec, runtime, balancer, on_step=show)
+    running = sequence.running()
+    direction = "out" if count > len(running) else "in" if count < len(running) else "none"
+    if dry_run:
+        doc = {"pool": pool, "running": running, "desired": count, "direction": direction}
+        if json_out:
+            print(json.dumps(doc, indent=2))
+        else:
+            out.print(
+                f"{pool}: {len(running)} running {running}; would scale {direction} to {count}"
+            )
+        return
+    outcome = sequence.scale_to(count)
+    after = sequence.running()
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "pool": pool,
+                    "before": running,
+                    "after": after,
+                    "done": outcome.done,
+                    "failed": {str(n): why for n, why in outcome.failed.items()},
+                    "steps": [
+                        {"at": s.at, "n": s.n, "what": s.what, "detail": s.detail}
+                        for s in outcome.steps
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        out.print(f"{pool}: {len(running)} -> {len(after)} running {after}")
+        for n, why in outcome.failed.items():
+            out.print(f"{pool}@{n}: FAILED: {why}")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- simulate
 
 trace_app = typer.Typer(
