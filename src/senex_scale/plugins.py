@@ -27,12 +27,12 @@ REGISTRY: dict[Kind, dict[str, str]] = {
         "process": "senex_scale.sources.process:ProcessSource",
         "scrape": "senex_scale.sources.scrape:ScrapeSource",
         "disk": "senex_scale.sources.disk:DiskSource",
+        # only `senex-scale simulate` reads it (the simulator feeds rules by their signal)
         "simulated": "senex_scale.simulate.model:SimulatedSource",
     },
     "runtime": {
         "systemd": "senex_scale.runtimes.systemd:SystemdRuntime",
         "supervisor": "senex_scale.runtimes.supervisor:SupervisorRuntime",
-        "simulated": "senex_scale.simulate.model:SimulatedRuntime",
     },
     "balancer": {
         "nginx": "senex_scale.balancers.nginx:NginxBalancer",
@@ -71,4 +71,10 @@ def resolve(kind: Kind, name: str) -> Any:
         raise PermanentError(
             f'{kind} "{name}" needs {module_name}, which is not installed ({exc.name} missing)'
         ) from exc
-    return getattr(module, attr)
+    found = getattr(module, attr, None)
+    if found is None:
+        raise PermanentError(
+            f'{kind} "{name}" cannot be used here ({module_name} has no {attr}'
+            + ("; it exists only inside senex-scale simulate)" if name == "simulated" else ")")
+        )
+    return found
