@@ -62,11 +62,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, Field
 
 from senex_scale.balancers.base import Member, MemberState
-from senex_scale.errors import PermanentError, PolicyError, TemporaryError
-from senex_scale.policy.models import Duration, Pool
+from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.policy.models import Pool
+from senex_scale.settings import Settings, Timeout, parse_settings
 
 # Admin state bits of ``show servers state`` (HAProxy's enum srv_admin).
 ADMIN_FMAINT = 0x01
@@ -111,12 +112,6 @@ def _haproxy_name(value: str) -> str:
     return value
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be longer than 0s")
-    return value
-
-
 def _not_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -132,13 +127,10 @@ def _options(value: str) -> str:
 
 
 HAProxyName = Annotated[str, AfterValidator(_haproxy_name)]
-Timeout = Annotated[Duration, AfterValidator(_positive)]
 
 
-class HAProxySettings(BaseModel):
+class HAProxySettings(Settings):
     """``[pools.NAME] balancer`` of ``type = "haproxy"``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     socket: Annotated[str, AfterValidator(_not_empty)]
     backend: HAProxyName
@@ -542,11 +534,4 @@ def replace_server_line(text: str, backend: str, name: str, line: str | None, pa
 
 def parse_haproxy_settings(pool_name: str, options: dict[str, Any]) -> HAProxySettings:
     """Validated settings; problems are named ``pools.NAME.balancer.FIELD``."""
-    from senex_scale.policy.loading import format_errors
-
-    try:
-        return HAProxySettings.model_validate(options)
-    except ValidationError as exc:
-        where = ("pools", pool_name, "balancer")
-        problems = format_errors(exc, HAProxySettings, where)
-        raise PolicyError(f"pools.{pool_name}.balancer", problems) from None
+    return parse_settings(HAProxySettings, ("pools", pool_name, "balancer"), options)

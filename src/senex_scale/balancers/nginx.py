@@ -50,12 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field
 
 from senex_scale.balancers.base import Member, MemberState
-from senex_scale.errors import PermanentError, PolicyError, TemporaryError
+from senex_scale.errors import PermanentError, TemporaryError
 from senex_scale.policy.models import Pool
-from senex_scale.sources.base import Settings, Timeout
+from senex_scale.settings import Settings, Timeout, parse_settings
 
 PLACEHOLDER = "127.0.0.1:9"
 """Address of the placeholder server of an empty upstream (the discard port, always ``down``)."""
@@ -101,13 +101,7 @@ class NginxSettings(Settings):
 
 def parse_balancer_settings(pool_name: str, options: dict[str, Any]) -> NginxSettings:
     """Validated settings; problems are named ``pools.NAME.balancer.FIELD``."""
-    from senex_scale.policy.loading import format_errors
-
-    try:
-        return NginxSettings.model_validate(options)
-    except ValidationError as exc:
-        problems = format_errors(exc, NginxSettings, ("pools", pool_name, "balancer"))
-        raise PolicyError(f"pools.{pool_name}.balancer", problems) from None
+    return parse_settings(NginxSettings, ("pools", pool_name, "balancer"), options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,11 +62,12 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from xml.parsers.expat import ExpatError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, model_validator
 
-from senex_scale.errors import PermanentError, PolicyError, TemporaryError
-from senex_scale.policy.models import Duration, Pool
+from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.policy.models import Pool
 from senex_scale.runtimes.base import RuntimeInstance, UnitState
+from senex_scale.settings import Settings, Timeout, parse_settings
 
 __all__ = ["SupervisorRuntime", "SupervisorSettings", "map_state"]
 
@@ -96,12 +97,6 @@ def map_state(statename: str, exitstatus: int = 0) -> UnitState:
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be longer than 0s")
-    return value
 
 
 def _env_name(value: str) -> str:
@@ -156,18 +151,16 @@ def _process(value: str) -> str:
     return value
 
 
-class SupervisorSettings(BaseModel):
+class SupervisorSettings(Settings):
     """``[pools.NAME] runtime = { type = "supervisor", ... }`` without ``type``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: Annotated[str, AfterValidator(_url)]
     group: Annotated[str, AfterValidator(_group)]
     process: Annotated[str, AfterValidator(_process)] = "{group}-{n}"
     username: str | None = None
     password_env: Annotated[str, AfterValidator(_env_name)] | None = None
-    timeout: Annotated[Duration, AfterValidator(_positive)] = 10.0
-    stop_timeout: Annotated[Duration, AfterValidator(_positive)] = 60.0
+    timeout: Timeout = 10.0
+    stop_timeout: Timeout = 60.0
 
     @model_validator(mode="after")
     def _credentials_together(self) -> SupervisorSettings:
@@ -218,14 +211,7 @@ class SupervisorRuntime:
     def __init__(self, pool_name: str, pool: Pool, options: dict[str, Any]) -> None:
         self.pool = pool_name
         self._pool = pool
-        where = ("pools", pool_name, "runtime")
-        try:
-            self.settings = SupervisorSettings.model_validate(options)
-        except ValidationError as exc:
-            from senex_scale.policy.loading import format_errors
-
-            problems = format_errors(exc, SupervisorSettings, where)
-            raise PolicyError(".".join(where), problems) from None
+        self.settings = parse_settings(SupervisorSettings, ("pools", pool_name, "runtime"), options)
         self._password: str | None = None
         if self.settings.password_env is not None:
             self._password = os.environ.get(self.settings.password_env)

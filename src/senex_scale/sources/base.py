@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from typing import Any, Protocol, TypeVar
 
 from senex_scale.core.state import Sample
-from senex_scale.errors import PolicyError
 from senex_scale.plugins import resolve
-from senex_scale.policy.models import Duration, Metric, Pool, SourceSpec
+from senex_scale.policy.models import Metric, Pool, SourceSpec
+from senex_scale.settings import EnvName, Settings, Timeout
+from senex_scale.settings import parse_settings as parse_driver_settings
+
+__all__ = [
+    "EnvName",
+    "MetricRequest",
+    "MetricSource",
+    "Settings",
+    "Timeout",
+    "build_source",
+    "instance_from_address",
+    "parse_settings",
+]
+
+S = TypeVar("S", bound=Settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,43 +52,9 @@ class MetricSource(Protocol):
         ...
 
 
-def _env_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f'"{value}" is not an environment variable name')
-    return value
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be longer than 0s")
-    return value
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
-"""The name of an environment variable holding a secret (``password_env = "PGPASSWORD"``)."""
-
-Timeout = Annotated[Duration, AfterValidator(_positive)]
-"""A duration that must be longer than 0s (timeouts, sampling intervals)."""
-
-
-class Settings(BaseModel):
-    """Base of a driver's settings model: unknown keys rejected, like the policy file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-S = TypeVar("S", bound=Settings)
-
-
 def parse_settings(model: type[S], source: str, options: dict[str, Any]) -> S:
-    """A driver's validated settings; problems are named ``sources.NAME.FIELD``."""
-    from senex_scale.policy.loading import format_errors
-
-    try:
-        return model.model_validate(options)
-    except ValidationError as exc:
-        problems = format_errors(exc, model, ("sources", source))
-        raise PolicyError(f"sources.{source}", problems) from None
+    """A source's validated settings; problems are named ``sources.NAME.FIELD``."""
+    return parse_driver_settings(model, ("sources", source), options)
 
 
 def build_source(name: str, spec: SourceSpec) -> MetricSource:
