@@ -1,6 +1,7 @@
 """Public fakes for tests of code built on Senex Scale (and for our own sequence tests).
 
-``FakeClock`` is time as data: ``sleep`` advances it, nothing waits. ``RecordingRuntime`` and
+``free_port`` and ``wait_until`` serve tests that start real servers. ``FakeClock`` is time
+as data: ``sleep`` advances it, nothing waits. ``RecordingRuntime`` and
 ``RecordingBalancer`` keep their state in memory and record every call, and can be told to
 fail a call or to report an instance unhealthy, so orchestration logic can be tested for
 its failure paths. They are fakes of our own protocols, not of any server: everything that
@@ -9,11 +10,44 @@ talks to a real server is tested against that server.
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from senex_scale.balancers.base import Member, MemberState
 from senex_scale.errors import PermanentError, TemporaryError
 from senex_scale.runtimes.base import RuntimeInstance, UnitState
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on at ``host`` right now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+    interval: float = 0.05,
+) -> None:
+    """Poll ``check`` until it is true (exceptions in ``ignore`` count as not yet); raise
+    AssertionError naming ``what`` after ``timeout`` seconds. Bounded waits for real servers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass

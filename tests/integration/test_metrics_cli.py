@@ -15,14 +15,9 @@ from typing import Any
 
 import pytest
 
+from senex_scale.testing import free_port
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for a moment)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

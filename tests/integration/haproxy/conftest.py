@@ -28,28 +28,12 @@ import pytest
 
 from senex_scale.balancers.haproxy import HAProxyBalancer
 from senex_scale.policy.models import Pool
+from senex_scale.testing import free_port, wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BACKEND = "django_backend"
 SERVER_OPTIONS = "inter 200ms rise 1 fall 1"
 """Fast checks so a new server is UP within a fraction of a second."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 CONFIG = """\

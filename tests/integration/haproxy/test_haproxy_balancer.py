@@ -18,6 +18,7 @@ from senex_scale.balancers.base import MemberState
 from senex_scale.balancers.haproxy import HAProxyBalancer
 from senex_scale.errors import PermanentError, PolicyError, TemporaryError
 from senex_scale.policy.models import Pool
+from senex_scale.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -229,14 +230,6 @@ def test_admin_socket_is_private(haproxy: Any) -> None:
 
 def _pool() -> Pool:
     return Pool(min=1, max=4)
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_remove_with_open_connections_is_temporary(

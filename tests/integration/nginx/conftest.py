@@ -14,11 +14,10 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,29 +29,13 @@ import pytest
 
 from senex_scale.balancers.nginx import NginxBalancer
 from senex_scale.policy.models import Pool
+from senex_scale.testing import free_port, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 UPSTREAM = "senex_web"
 INSTANCES = (1, 2, 3)
 SLOW = 1.5
 """Seconds a backend takes to answer ``/slow``."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def main_config(tmp: Path, *, port: int, upstream_file: Path, pid: Path) -> str:

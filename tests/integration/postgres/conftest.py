@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
+from senex_scale.testing import free_port
+
 MONITOR_PASSWORD = "mon-Secret-4f1c9a"
 """Password of ``monitor`` (pg_monitor): the sources log in with it."""
 APP_PASSWORD = "app-Secret-77d2e0"
@@ -47,14 +49,6 @@ def _pg_bin() -> Path:
     if not found:
         pytest.fail("PostgreSQL server binaries not found (run scripts/services)")
     return found[-1].parent
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _as_server_user(cwd: Path) -> dict[str, Any]:

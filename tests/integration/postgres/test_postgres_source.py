@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -21,6 +20,7 @@ from senex_scale.errors import PolicyError, SourceError
 from senex_scale.policy.models import Metric, Pool
 from senex_scale.sources.base import MetricRequest
 from senex_scale.sources.postgres import PostgresSource
+from senex_scale.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,6 @@ NOW = 1_700_000_000.0
 
 PgServer = Any
 """conftest.PgServer: test modules cannot import conftest under --import-mode=importlib."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def request(query: str, pool: Pool | None = None) -> MetricRequest:

@@ -19,7 +19,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, start_http_server
 
 from senex_scale.policy.models import Pool
+from senex_scale.testing import free_port
+from senex_scale.testing import wait_until as shared_wait_until
 
 READY_TIMEOUT = 30.0
 PROMETHEUS = shutil.which("prometheus")
@@ -37,14 +38,6 @@ CONNECTIONS = {1: 10.0, 2: 20.0, 3: 30.0}
 """``senex_websocket_connections`` of instances 1..3."""
 STEADY = 50.0
 """Value of ``senex_changing_value`` except while the push-down test lowers it."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def free_port_base(count: int) -> int:
@@ -68,17 +61,10 @@ def free_port_base(count: int) -> int:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 100 ms until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
+    """``wait_until`` every 100 ms that treats HTTP, socket and parse errors as "not yet"."""
+    shared_wait_until(
+        check, timeout, what, ignore=(httpx.HTTPError, OSError, ValueError, KeyError), interval=0.1
+    )
 
 
 # --------------------------------------------------------------------------- instances

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,18 +20,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from senex_scale.testing import free_port
+from senex_scale.testing import wait_until as shared_wait_until
+
 READY_TIMEOUT = 10.0
 PASSWORD = "auth-Secret-9c41e7"
 """``requirepass`` of the ``redis_auth`` server."""
 MASTER_NAME = "senexmaster"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -43,17 +37,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
+    """``wait_until`` that treats Redis and socket errors as "not yet"."""
+    shared_wait_until(check, timeout, what, ignore=(redis.RedisError, OSError))
 
 
 @dataclass

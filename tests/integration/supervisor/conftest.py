@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,15 +73,6 @@ def free_base(count: int) -> int:
         if all(_port_free(base + n) for n in range(1, count + 1)):
             return base
     raise RuntimeError("no free port range")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def rpc(url: str, method: str, *args: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from senex_scale.errors import PermanentError, PolicyError, TemporaryError
 from senex_scale.policy.models import Pool
 from senex_scale.runtimes.base import RuntimeInstance, UnitState, instance_address, probe_health
 from senex_scale.runtimes.supervisor import SupervisorRuntime, map_state
+from senex_scale.testing import wait_until
 
 if TYPE_CHECKING:  # conftest is a plugin, not an importable module (--import-mode=importlib)
     from conftest import Supervisord
@@ -27,15 +28,6 @@ def pool_with(base: int, options: dict[str, Any]) -> Pool:
     return Pool.model_validate(
         {"runtime": {"type": "supervisor", **options}, "port": f"{base} + n", "min": 0, "max": 3}
     )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def by_n(runtime: SupervisorRuntime) -> dict[int, RuntimeInstance]:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from typing import Any
 import psutil
 import pytest
 from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
+
+from senex_scale.testing import wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -196,15 +198,6 @@ def free_base(count: int) -> int:
 def free_port() -> int:
     """A free loopback port below the ephemeral range (clients' ports cannot take it)."""
     return free_base(1) + 1
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _toml(value: Any) -> str:

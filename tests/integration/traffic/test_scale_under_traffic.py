@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +22,7 @@ from senex_scale.balancers.base import Balancer, MemberState, build_balancer
 from senex_scale.controller.sequence import ScaleSequence, Step
 from senex_scale.policy import load_policy
 from senex_scale.runtimes.base import Runtime, UnitState, build_runtime
+from senex_scale.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +58,6 @@ class Front(Protocol):
     def ws_url(self) -> str: ...
 
     def log_tail(self) -> str: ...
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` every 50 ms; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- load
