@@ -325,13 +325,9 @@ class Decider:
             best = max(outs, key=lambda v: (v.desired, -v.rule.priority.rank))
             priority = min((v.rule.priority for v in outs), key=lambda p: p.rank)
             reasons.extend(v.reason for v in sorted(outs, key=lambda v: -v.desired))
-            last = memory.last_scale("out")
-            if last is not None and now - last < pool.scale_out_cooldown:
-                left = pool.scale_out_cooldown - (now - last)
-                reasons.append(
-                    f"no change: scale-out cooldown, {format_duration(left)} of "
-                    f"{format_duration(pool.scale_out_cooldown)} left"
-                )
+            held = _cooldown("scale-out", memory.last_scale("out"), pool.scale_out_cooldown, now)
+            if held:
+                reasons.append(held)
                 return current, priority, reasons
             return best.desired, priority, reasons
         priority = pool.priority
@@ -355,13 +351,9 @@ class Decider:
         if starting:
             reasons.append(f"no change: scale-out in progress ({starting} starting)")
             return current, priority, reasons
-        last = memory.last_scale("any")
-        if last is not None and now - last < pool.scale_in_cooldown:
-            left = pool.scale_in_cooldown - (now - last)
-            reasons.append(
-                f"no change: scale-in cooldown, {format_duration(left)} of "
-                f"{format_duration(pool.scale_in_cooldown)} left"
-            )
+        held = _cooldown("scale-in", memory.last_scale("any"), pool.scale_in_cooldown, now)
+        if held:
+            reasons.append(held)
             return current, priority, reasons
         desired = min(v.desired for v in ins)
         # Anti-flap: a per-instance average would rise by current/desired after the scale-in.
@@ -616,6 +608,16 @@ class Decider:
         return decision, RuleStatus(
             rule.name, rule.pool, streak.value, "fires", streak.held, reason
         )
+
+
+def _cooldown(label: str, last: float | None, cooldown: float, now: float) -> str | None:
+    """The reason a change waits for its cooldown, or None when it may go ahead."""
+    if last is None or now - last >= cooldown:
+        return None
+    left = cooldown - (now - last)
+    return (
+        f"no change: {label} cooldown, {format_duration(left)} of {format_duration(cooldown)} left"
+    )
 
 
 def _restart(streak: Streak, now: float, last_change: float | None, window: float) -> Streak:
