@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from senex_scale import __version__
@@ -181,7 +181,7 @@ def plan(
     out.print(table)
 
 
-def _print_table(table: Table) -> None:
+def _print_table(table: RenderableType) -> None:
     """Print a table; a pipe or CI log gets it whole rather than at Rich's 80-column guess."""
     wide = Console(highlight=False, width=max(out.width, 140)) if not out.is_terminal else out
     wide.print(table)
@@ -521,6 +521,150 @@ def trace_generate(
     else:
         write_trace(made, out_path, comment=comment)
         err.print(f"wrote {len(made.times)} rows to {out_path}")
+
+
+# --------------------------------------------------------------------------- controller
+
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="State store URL (sqlite:PATH or postgresql://...); default: the policy's.",
+    ),
+]
+
+
+@app.command()
+def run(
+    policy: PolicyOption = "default",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and record, but change nothing.")
+    ] = False,
+    state: StateOption = None,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="HOST:PORT of the status page and /metrics."),
+    ] = None,
+    no_web: Annotated[bool, typer.Option("--no-web", help="Serve no status page.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="One tick, then exit (cron-style use).")
+    ] = False,
+    no_leader: Annotated[
+        bool,
+        typer.Option("--no-leader", help="Act without taking the leader lock (one host only)."),
+    ] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="console or json (one JSON object a line).")
+    ] = "console",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+) -> None:
+    """Run the controller: every interval, collect, decide, act and record.
+
+    Reconciles runtimes and balancers at start; only the leader acts; SIGHUP reloads the
+    policy (an invalid one is refused and the old one kept); SIGTERM finishes the action in
+    flight, then exits. The status page and /metrics listen on controller.listen.
+    """
+    from senex_scale.controller.daemon import DaemonOptions, default_policy_path
+    from senex_scale.controller.daemon import run as run_daemon
+    from senex_scale.telemetry.logs import configure
+
+    if log_format not in ("console", "json"):
+        raise InputError(f"--log-format: {log_format!r} is not console or json")
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InputError(f"--log-level: {log_level!r} is not debug, info, warning or error")
+    configure("json" if log_format == "json" else "console", log_level)
+    options = DaemonOptions(
+        policy=default_policy_path(policy),
+        dry_run=dry_run,
+        state=state,
+        listen=listen,
+        web=not no_web,
+        once=once,
+        leader=not no_leader,
+    )
+    raise typer.Exit(run_daemon(options))
+
+
+def _open_state(policy: str, state: str | None) -> Any:
+    from senex_scale.policy import load_policy
+    from senex_scale.store import open_store
+
+    url = state or load_policy(policy).controller.state
+    return open_store(url)
+
+
+@app.command()
+def status(
+    policy: PolicyOption = "default",
+    state: StateOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show the controller's last tick: pools, rules against thresholds, recent decisions."""
+    from senex_scale.controller.report import status_view
+
+    store = _open_state(policy, state)
+    try:
+        doc = store.get("status") or {}
+        recent = store.history(acted=True, limit=10)
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps({"status": doc, "decisions": [r.as_dict() for r in recent]}, indent=2))
+        return
+    _print_table(status_view(doc, recent, time.time()))
+    if not doc:
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(
+    policy: PolicyOption = "default",
+    state: StateOption = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="Only this pool.")] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option("--outcome", help="Only this outcome (done, failed, dry-run, ...)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only the last DURATION (e.g. 2h, 30m).")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Include holds (ticks that changed nothing).")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    json_out: JsonFlag = False,
+) -> None:
+    """List the controller's decisions, newest first, with reasons and outcomes."""
+    from senex_scale.controller.report import history_table
+    from senex_scale.policy.durations import parse_duration
+    from senex_scale.store.sql import OUTCOMES
+
+    if outcome is not None and outcome not in OUTCOMES:
+        raise InputError(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = time.time() - parse_duration(since)
+        except ValueError as exc:
+            raise InputError(f"--since: {exc}") from None
+    store = _open_state(policy, state)
+    try:
+        rows = store.history(
+            pool=pool,
+            outcome=outcome,
+            since=cutoff,
+            acted=not all_ and outcome != "hold",
+            limit=limit,
+        )
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps({"decisions": [r.as_dict() for r in rows]}, indent=2))
+        return
+    if not rows:
+        err.print("no decisions recorded that match")
+        return
+    _print_table(history_table(rows))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from senex_scale.balancers.base import Member, MemberState
-from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.core.state import Sample
+from senex_scale.errors import PermanentError, SourceError, TemporaryError
 from senex_scale.runtimes.base import RuntimeInstance, UnitState
+from senex_scale.sources.base import MetricRequest
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,3 +139,28 @@ class RecordingBalancer:
         if ("connections", n) in self.fail:
             raise TemporaryError("cannot count")
         return self.open.get(n, 0)
+
+
+@dataclass
+class MemorySource:
+    """A metric source whose values a test sets: ``values[query]`` is the current value
+    (a float for the pool, or a dict instance -> value); ``down`` makes every query fail."""
+
+    name: str = "mem"
+    values: dict[str, float | dict[str, float]] = field(default_factory=dict)
+    down: str | None = None
+    calls: int = 0
+
+    def query(self, request: MetricRequest, now: float) -> list[Sample]:
+        self.calls += 1
+        if self.down is not None:
+            raise SourceError(f"sources.{self.name}: {self.down}")
+        value = self.values.get(request.metric.query)
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return [Sample(now, v, instance) for instance, v in sorted(value.items())]
+        return [Sample(now, value)]
+
+    def close(self) -> None:
+        pass

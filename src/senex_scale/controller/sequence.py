@@ -179,6 +179,59 @@ class ScaleSequence:
             return self.scale_in(current - desired)
         return Outcome()
 
+    # ------------------------------------------------------------------ repairs
+
+    def adopt(self, n: int) -> Outcome:
+        """Finish a start a crash cut short: ``n`` runs but is not in the balancer. Added once
+        healthy (bounded by start_timeout); stopped when it never becomes healthy."""
+        outcome = Outcome()
+        try:
+            why = self._wait_ready(n)
+            if why is not None:
+                raise _StepFailedError(why)
+            self._step(outcome, n, "healthy")
+            if self.balancer is not None:
+                self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
+                self._step(outcome, n, "add")
+            outcome.done.append(n)
+        except (SenexError, _StepFailedError) as exc:
+            outcome.failed[n] = str(exc)
+            self._step(outcome, n, "failed", str(exc))
+            self._stop_quietly(n, outcome)
+        return outcome
+
+    def retire(self, n: int) -> Outcome:
+        """Finish a scale-in a crash cut short: ``n`` is draining; wait, stop, remove."""
+        outcome = Outcome()
+        try:
+            if self.balancer is not None:
+                self._step(outcome, n, "idle", self._wait_idle(n))
+            self.runtime.stop(n)
+            self._step(outcome, n, "stop")
+            if self.balancer is not None:
+                self.balancer.remove(n)
+                self._step(outcome, n, "remove")
+            outcome.done.append(n)
+        except SenexError as exc:
+            outcome.failed[n] = str(exc)
+            self._step(outcome, n, "failed", str(exc))
+        return outcome
+
+    def forget(self, n: int) -> Outcome:
+        """Remove member ``n`` whose instance is not running (the balancer must never point
+        at a stopped instance)."""
+        outcome = Outcome()
+        if self.balancer is None:
+            return outcome
+        try:
+            self.balancer.remove(n)
+            self._step(outcome, n, "remove", "not running")
+            outcome.done.append(n)
+        except SenexError as exc:
+            outcome.failed[n] = str(exc)
+            self._step(outcome, n, "failed", str(exc))
+        return outcome
+
     # ------------------------------------------------------------------ waiting
 
     def _connections(self, n: int) -> int | None:

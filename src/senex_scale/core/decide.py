@@ -169,6 +169,23 @@ class Decider:
             )
             self.pools[name] = _Compiled(pool, policy.rules_for(name), scheds)
         self.actions = policy.action_rules()
+        pools = policy.pools.values()
+        fors = [
+            c.for_
+            for r in policy.rules
+            if isinstance(r, ThresholdRule)
+            for c in (r.scale_out, r.scale_in)
+            if c is not None
+        ]
+        self.keep = max(
+            [0.0, *fors]
+            + [p.scale_out_cooldown for p in pools]
+            + [p.scale_in_cooldown for p in pools]
+            + [p.scale_in_stabilization for p in pools]
+            + [lim.period for p in pools for lim in (*p.scale_out_limits, *p.scale_in_limits)]
+        )
+        """Seconds a scale event must be remembered: cooldowns, rate-limit periods, and the
+        longest ``for`` window (threshold windows restart at the last scale change)."""
         # streak memo: lets a repeated caller (the loop, the simulator) skip the backward walk
         self._memo: Memo = {}
 

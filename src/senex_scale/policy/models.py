@@ -83,6 +83,38 @@ class Controller(Model):
     listen: str = "127.0.0.1:9308"
     """Address of the status page and /metrics: loopback unless you mean otherwise."""
     dry_run: bool = False
+    leader: str | None = None
+    """Who may act: ``file`` (a lock beside the SQLite state, one host), ``postgresql://...``
+    (an advisory lock), ``redis://...`` (a lock with a TTL and a fencing token). Default: the
+    lock that matches ``state`` (file for SQLite, advisory for PostgreSQL)."""
+    leader_ttl: Duration | None = None
+    """Lifetime of a Redis leader lock; default 1.5 intervals, so a standby takes over within
+    two intervals of the leader dying."""
+    token_env: str | None = None
+    """Environment variable holding the status page's write token (pause/resume). Without
+    one the page is read-only."""
+    backoff: Duration = 60.0
+    """First wait after a failed scale action before the pool is tried again; doubles per
+    consecutive failure up to 16 times this."""
+
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError(
+                f"must be sqlite:PATH or postgresql://..., not {value.split(':', 1)[0]!r}:..."
+            )
+        return value
+
+    @field_validator("leader")
+    @classmethod
+    def _leader_url(cls, value: str | None) -> str | None:
+        schemes = ("postgresql://", "postgres://", "redis://", "rediss://")
+        if value is not None and value != "file" and not value.startswith(schemes):
+            raise ValueError(
+                f"must be file, postgresql://... or redis://..., not {value.split(':', 1)[0]!r}"
+            )
+        return value
 
     @property
     def gap_bound(self) -> float:

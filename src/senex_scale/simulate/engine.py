@@ -160,13 +160,7 @@ class PolicyController:
         self.horizon = (
             max(windows) + controller.gap_bound + controller.stale_bound + controller.interval
         )
-        pools = policy.pools.values()
-        self.keep = max(
-            [0.0]
-            + [p.scale_out_cooldown for p in pools]
-            + [p.scale_in_cooldown for p in pools]
-            + [lim.period for p in pools for lim in (*p.scale_out_limits, *p.scale_in_limits)]
-        )
+        self.keep = self.decider.keep
 
     def initial(self, pool: str, at: float) -> int:
         """Start at the pool's minimum."""

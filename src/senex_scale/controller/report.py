@@ -1,0 +1,130 @@
+"""``senex-scale status`` and ``history``: the status page's picture as terminal tables.
+
+Both read the store directly (the state URL of the policy, or ``--state``), so they work
+whether or not a controller is running, on the same host or against a shared PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from senex_scale.store.sql import DecisionRow
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _when(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "missing"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def status_view(status: dict[str, Any], decisions: list[DecisionRow], now: float) -> RenderableType:
+    """Header, pools, rules, problems and recent decisions."""
+    if not status:
+        return Text("no tick recorded yet in this state store (is the controller running?)")
+    parts: list[RenderableType] = []
+    flags = [status.get("role", "?")]
+    if status.get("dry_run"):
+        flags.append("dry-run")
+    if status.get("paused"):
+        flags.append("paused")
+    head = (
+        f"{' · '.join(flags)} · lock {status.get('lock')} · last tick "
+        f"{_ago(now - status['at'])} · policy {status.get('policy')} · state {status.get('state')}"
+    )
+    parts.append(Text(head, style="bold"))
+    problems = [f"source {s} is down: {e}" for s, e in status.get("source_errors", {}).items()]
+    if status.get("reload_error"):
+        problems.append(f"policy reload refused: {status['reload_error']}")
+    problems += [f"{p['pool']}: {p['error']}" for p in status.get("pools", []) if p.get("error")]
+    for problem in problems:
+        parts.append(Text(problem, style="red"))
+
+    pools = Table(title="Pools", title_justify="left")
+    for column in ("pool", "current", "desired", "min", "max"):
+        pools.add_column(column, justify="left" if column == "pool" else "right")
+    pools.add_column("why")
+    for p in status.get("pools", []):
+        style = "yellow" if p["desired"] != p["current"] else ""
+        why = "\n".join(p.get("reasons", []))
+        if p.get("backoff"):
+            why += f"\nbacking off after {p['backoff']['failures']} failure(s)"
+        unknown = "?" if p["current"] is None else None
+        pools.add_row(
+            p["pool"],
+            unknown or str(p["current"]),
+            Text(unknown or str(p["desired"]), style=style),
+            str(p["min"]),
+            str(p["max"]),
+            why or (p.get("error") or ""),
+        )
+    parts.append(pools)
+
+    rules = Table(title="Rules", title_justify="left")
+    for column in ("rule", "pool", "value", "against", "vote", "breaching"):
+        rules.add_column(column, justify="right" if column in ("value", "breaching") else "left")
+    for r in status.get("rules", []):
+        against = []
+        for key in ("out", "in"):
+            if r.get(key):
+                against.append(f"{r[key]['op']} {r[key]['value']:g}")
+        if r.get("target") is not None:
+            against.append(f"target {r['target']:g}")
+        held = f"{r['held']:.0f}s" if r.get("held") else ""
+        vote_style = {"out": "red", "in": "blue", "missing": "magenta"}.get(r["vote"], "")
+        rules.add_row(
+            r["rule"],
+            r.get("pool") or "-",
+            _num(r.get("value")),
+            ", ".join(against),
+            Text(r["vote"], style=vote_style),
+            held,
+        )
+    parts.append(rules)
+    if decisions:
+        parts.append(history_table(decisions, now, title="Recent decisions"))
+    return Group(*parts)
+
+
+def history_table(rows: list[DecisionRow], now: float | None = None, title: str = "") -> Table:
+    """Decisions as a table, newest first."""
+    now = time.time() if now is None else now
+    table = Table(title=title or None, title_justify="left")
+    for column in ("id", "when", "pool/rule", "change", "outcome", "reasons"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for row in rows:
+        change = f"{row.current} -> {row.desired}" if row.kind == "scale" else row.kind
+        style = {"done": "green", "failed": "red", "partial": "red", "interrupted": "red"}.get(
+            row.outcome, ""
+        )
+        reasons = list(row.reasons)
+        if row.detail.get("failed"):
+            reasons += [f"{n}: {why}" for n, why in row.detail["failed"].items()]
+        if row.detail.get("error"):
+            reasons.append(str(row.detail["error"]))
+        table.add_row(
+            str(row.id),
+            f"{_when(row.at)} ({_ago(now - row.at)})",
+            row.pool or row.rule or "controller",
+            change,
+            Text(row.outcome, style=style),
+            "\n".join(reasons),
+        )
+    return table

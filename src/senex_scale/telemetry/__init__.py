@@ -1,0 +1,1 @@
+"""The controller's own telemetry: Prometheus metrics and structured logs."""
