@@ -1,0 +1,45 @@
+"""A directory per test that the lab's server users can enter, removed afterwards."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from senex_scale.lab import Server, lab_dir
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """``lab_dir()``: PostgreSQL runs as ``postgres`` under root and cannot enter tmp_path."""
+    path = lab_dir("senex-lab-test-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tree(server: Server) -> list[psutil.Process]:
+    """The server's process and all its descendants, while it runs."""
+    assert server.pid is not None
+    process = psutil.Process(server.pid)
+    return [process, *process.children(recursive=True)]
+
+
+@pytest.fixture(name="tree")
+def tree_fixture() -> object:
+    """``tree(server)`` for the tests (conftest is not importable)."""
+    return tree
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
+@pytest.fixture(name="gone")
+def gone_fixture() -> object:
+    """``gone(processes)``: none of them runs any more."""
+    return gone
