@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
 import psycopg
@@ -172,14 +172,14 @@ class Postgres(Server):
         *,
         name: str | None = None,
         settings: Mapping[str, str] = {},
-    ) -> Postgres:
-        """A streaming hot standby of this (started) primary, made with ``pg_basebackup -R``,
-        returned started once the primary sees it streaming. ``name`` is its
-        ``cluster_name`` and so its ``application_name`` in ``pg_stat_replication`` (default
-        ``replica-PORT``); its settings are this server's, then ``settings``."""
+    ) -> Self:
+        """A streaming hot standby of this (started) primary, of the same class, made with
+        ``pg_basebackup -R``, returned started once the primary sees it streaming. ``name`` is
+        its ``cluster_name`` and so its ``application_name`` in ``pg_stat_replication``
+        (default ``replica-PORT``); its settings are this server's, then ``settings``."""
         if not self.alive:
             raise LabError(f"postgres on {self.address}: start the primary before a replica")
-        standby = Postgres(root, port, settings=self.settings, hba=self.hba)
+        standby = type(self)(root, port, settings=self.settings, hba=self.hba)
         standby_name = name or f"replica-{standby.port}"
         standby.settings.update(cluster_name=standby_name, **settings)
         standby.root.mkdir(parents=True, exist_ok=True)

@@ -1,39 +1,30 @@
 """Real Redis servers for the ``celery-redis`` and ``redis`` source tests.
 
-Every server is a ``redis-server`` process on a free loopback port with its own directory
-under ``tmp_path_factory`` (``--save "" --appendonly no``: nothing written to disk). Once per
-session: a plain server, one with ``requirepass``, and a Sentinel group (a master, one replica
-and three ``redis-sentinel`` processes). Tests that kill or freeze a server start their own
-through ``redis_factory``. Every process is killed at the end of the session; none is left.
+Every server is a ``senex_scale.lab`` ``Redis`` (docs/lab.md: nothing written to disk) on a
+free loopback port with its own directory under ``tmp_path_factory``. Once per session: a
+plain server, one with ``requirepass``, and a Sentinel group (a master, one replica and three
+sentinels). Tests that kill or freeze a server start their own through ``redis_factory``.
+Every server is stopped at the end of the session; none is left.
 """
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
-from senex_scale.testing import free_port
+from senex_scale import lab
 from senex_scale.testing import wait_until as shared_wait_until
 
-READY_TIMEOUT = 10.0
 PASSWORD = "auth-Secret-9c41e7"
 """``requirepass`` of the ``redis_auth`` server."""
 MASTER_NAME = "senexmaster"
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+S = TypeVar("S", bound=lab.Server)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -41,135 +32,67 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     shared_wait_until(check, timeout, what, ignore=(redis.RedisError, OSError))
 
 
-@dataclass
-class RedisProcess:
-    """One ``redis-server`` (or ``redis-sentinel``) process on a loopback port."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes]
-    password: str | None = None
-    clients: list[redis.Redis] = field(default_factory=list)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+class RedisProcess(lab.Redis):
+    """The lab's Redis, and its URL without the password."""
 
     @property
     def url_without_password(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        """The client for the test's own checks (one per server, closed when it is killed)."""
-        if not self.clients:
-            client = redis.Redis(
-                host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
-            )
-            self.clients.append(client)
-        return self.clients[0]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL and reap: the server vanishes like a crashed one."""
-        for client in self.clients:
-            client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test froze it
-            self.proc.kill()
-        self.proc.wait(timeout=10)
+        return f"redis://{self.address}/0"
 
 
 class RedisFactory:
-    """Starts servers and sentinels; ``kill_all`` stops every one it started."""
+    """Starts servers and sentinels; ``stop_all`` stops every one it started."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.started: list[RedisProcess] = []
-        self.server = shutil.which("redis-server")
-        self.sentinel = shutil.which("redis-sentinel")
-        if self.server is None or self.sentinel is None:
-            pytest.fail("redis-server and redis-sentinel are needed (run scripts/services)")
-
-    def _spawn(
-        self, argv: list[str], workdir: Path, port: int, password: str | None
-    ) -> RedisProcess:
-        log = workdir / "server.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        server = RedisProcess(port, workdir, proc, password)
-        self.started.append(server)
-        ping = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=0.5)
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"{argv[0]} on port {port} exited:\n{_tail(log)}")
-                try:
-                    if ping.ping():
-                        return server
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{argv[0]} on port {port} does not answer PING:\n{_tail(log)}")
-                time.sleep(0.02)
-        finally:
-            ping.close()
+        self.started: list[lab.Server] = []
 
     def start(self, *, password: str | None = None, args: tuple[str, ...] = ()) -> RedisProcess:
         """A new ``redis-server`` answering PING on a free loopback port."""
-        port = free_port()
-        workdir = self.root / f"redis-{port}"
-        workdir.mkdir()
-        assert self.server is not None
-        argv = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
-        if password is not None:
-            argv += ["--requirepass", password]
-        return self._spawn([*argv, *args], workdir, port, password)
+        port = lab.free_port()
+        server = RedisProcess(self.root / f"redis-{port}", port, password=password, args=args)
+        return self._started(server)
 
-    def start_sentinel(self, master_port: int) -> RedisProcess:
-        """A new ``redis-sentinel`` watching the master on ``master_port`` (quorum 2)."""
-        port = free_port()
-        workdir = self.root / f"sentinel-{port}"
-        workdir.mkdir()
-        conf = workdir / "sentinel.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} 2000\n"
-            f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+    def start_replica(self, master: RedisProcess) -> RedisProcess:
+        port = lab.free_port()
+        return self._started(RedisProcess(self.root / f"redis-{port}", port, replica_of=master))
+
+    def start_sentinel(self, master: RedisProcess) -> lab.Sentinel:
+        """A new sentinel watching ``master`` (quorum 2)."""
+        port = lab.free_port()
+        sentinel = lab.Sentinel(
+            self.root / f"sentinel-{port}",
+            port,
+            master=master,
+            name=MASTER_NAME,
+            down_after_ms=2000,
+            failover_timeout_ms=5000,
         )
-        assert self.sentinel is not None
-        return self._spawn([self.sentinel, str(conf)], workdir, port, None)
+        return self._started(sentinel)
 
-    def kill_all(self) -> None:
+    def _started(self, server: S) -> S:
+        self.started.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
         for server in self.started:
-            server.kill()
+            server.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisFactory]:
-    """Starts servers on demand; every one is killed at the end of the session."""
+    """Starts servers on demand; every one is stopped at the end of the session."""
     factory = RedisFactory(tmp_path_factory.mktemp("redis"))
     try:
         yield factory
     finally:
-        factory.kill_all()
+        factory.stop_all()
 
 
 @pytest.fixture(scope="session")
 def redis_server(redis_factory: RedisFactory) -> RedisProcess:
     """A plain server (no password), also on a unix socket, shared by the session."""
-    socket_path = redis_factory.root / f"plain-{free_port()}.sock"
+    socket_path = redis_factory.root / f"plain-{lab.free_port()}.sock"
     return redis_factory.start(args=("--unixsocket", str(socket_path), "--unixsocketperm", "700"))
 
 
@@ -194,7 +117,7 @@ class SentinelGroup:
 
     master: RedisProcess
     replica: RedisProcess
-    sentinels: list[RedisProcess]
+    sentinels: list[lab.Sentinel]
 
     @property
     def url(self) -> str:
@@ -206,8 +129,7 @@ class SentinelGroup:
 
     def current_master(self) -> RedisProcess:
         """The server the sentinels name as master now."""
-        reply = self.sentinels[0].client().sentinel_get_master_addr_by_name(MASTER_NAME)
-        port = int(reply[1])
+        port = self.sentinels[0].master_address()[1]
         return next(s for s in self.servers() if s.port == port)
 
     def switched_from(self, old: RedisProcess) -> bool:
@@ -249,8 +171,8 @@ class SentinelGroup:
 def sentinel_group(redis_factory: RedisFactory) -> SentinelGroup:
     """A Sentinel-managed master and replica, watched by three sentinels, all settled."""
     master = redis_factory.start()
-    replica = redis_factory.start(args=("--replicaof", "127.0.0.1", str(master.port)))
-    sentinels = [redis_factory.start_sentinel(master.port) for _ in range(3)]
+    replica = redis_factory.start_replica(master)
+    sentinels = [redis_factory.start_sentinel(master) for _ in range(3)]
     group = SentinelGroup(master, replica, sentinels)
     wait_until(group.settled, 20, "the sentinels to agree on the master and its replica")
     return group

@@ -80,7 +80,7 @@ SENT = {0: 1, 3: 2, 6: 3, 9: 4}
 
 def test_counts_every_priority_default_separator(redis_plain: RedisProcess) -> None:
     """Tasks sent at priorities 0, 3, 6, 9 with Celery's defaults are all counted (10, not 1)."""
-    with celery_app(redis_plain.url) as app:
+    with celery_app(redis_plain.url()) as app:
         for priority, n in SENT.items():
             for _ in range(n):
                 app.send_task("x.y", queue="trading", priority=priority)
@@ -88,14 +88,14 @@ def test_counts_every_priority_default_separator(redis_plain: RedisProcess) -> N
     expected_keys = {"trading": 1, f"trading{SEP}3": 2, f"trading{SEP}6": 3, f"trading{SEP}9": 4}
     assert lengths == expected_keys
     assert sorted(priority_keys("trading")) == sorted(expected_keys)
-    assert count({"url": redis_plain.url}) == 10
-    assert count({"url": redis_plain.url, "count_unacked": False}) == 10
+    assert count({"url": redis_plain.url()}) == 10
+    assert count({"url": redis_plain.url(), "count_unacked": False}) == 10
 
 
 def test_counts_every_priority_custom_separator(redis_plain: RedisProcess) -> None:
     """With ten priority steps and sep ":", the source finds trading, trading:1 … trading:9."""
     options = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
-    with celery_app(redis_plain.url, **options) as app:
+    with celery_app(redis_plain.url(), **options) as app:
         for priority in range(10):
             for _ in range(priority + 1):
                 app.send_task("x.y", queue="trading", priority=priority)
@@ -103,27 +103,27 @@ def test_counts_every_priority_custom_separator(redis_plain: RedisProcess) -> No
     assert lengths == {"trading" + (f":{p}" if p else ""): p + 1 for p in range(10)}
     steps = list(range(10))
     assert sorted(priority_keys("trading", tuple(steps), ":")) == sorted(lengths)
-    assert count({"url": redis_plain.url, "priority_steps": steps, "separator": ":"}) == 55
+    assert count({"url": redis_plain.url(), "priority_steps": steps, "separator": ":"}) == 55
     # Settings that do not mirror the app see only the lists they name.
-    assert count({"url": redis_plain.url, "separator": ":"}) == 1 + 4 + 7 + 10
-    assert count({"url": redis_plain.url}) == 1
+    assert count({"url": redis_plain.url(), "separator": ":"}) == 1 + 4 + 7 + 10
+    assert count({"url": redis_plain.url()}) == 1
 
 
 def test_priority_between_steps_lands_in_lower_step(redis_plain: RedisProcess) -> None:
     """A task sent with priority 5 lands in trading␆␖3 (kombu bisects) and is counted."""
-    with celery_app(redis_plain.url) as app:
+    with celery_app(redis_plain.url()) as app:
         app.send_task("x.y", queue="trading", priority=5)
         app.send_task("x.y", queue="other", priority=0)
     assert list_lengths(redis_plain.client()) == {f"trading{SEP}3": 1, "other": 1}
-    assert count({"url": redis_plain.url}) == 1
-    assert count({"url": redis_plain.url}, "trading, other") == 2
-    assert count({"url": redis_plain.url}, "nothing-here") == 0
+    assert count({"url": redis_plain.url()}) == 1
+    assert count({"url": redis_plain.url()}, "trading, other") == 2
+    assert count({"url": redis_plain.url()}, "nothing-here") == 0
 
 
 def test_global_keyprefix(redis_plain: RedisProcess) -> None:
     """With global_keyprefix "senex:", lists, the unacked hash and bindings are all prefixed."""
     prefix = "senex:"
-    with celery_app(redis_plain.url, global_keyprefix=prefix) as app:
+    with celery_app(redis_plain.url(), global_keyprefix=prefix) as app:
         for priority, n in SENT.items():
             for _ in range(n):
                 app.send_task("x.y", queue="trading", priority=priority)
@@ -135,19 +135,19 @@ def test_global_keyprefix(redis_plain: RedisProcess) -> None:
         f"{prefix}trading{SEP}9": 4,
     }
     assert client.exists(f"{prefix}_kombu.binding.trading")
-    assert count({"url": redis_plain.url, "global_keyprefix": prefix}) == 10
-    assert count({"url": redis_plain.url}) == 0  # without the prefix: other keys
+    assert count({"url": redis_plain.url(), "global_keyprefix": prefix}) == 10
+    assert count({"url": redis_plain.url()}) == 0  # without the prefix: other keys
 
     # Reserve two of them (kombu consumer, no ack): they move to the prefixed unacked hash.
     with (
-        kombu.Connection(redis_plain.url, transport_options={"global_keyprefix": prefix}) as conn,
+        kombu.Connection(redis_plain.url(), transport_options={"global_keyprefix": prefix}) as conn,
         reserve(conn, kombu.Queue("trading"), 2),
     ):
         assert client.hlen(f"{prefix}unacked") == 2
         assert client.zcard(f"{prefix}unacked_index") == 2
         assert not client.exists("unacked")
-        assert count({"url": redis_plain.url, "global_keyprefix": prefix}) == 10
-        no_unacked = {"url": redis_plain.url, "global_keyprefix": prefix, "count_unacked": False}
+        assert count({"url": redis_plain.url(), "global_keyprefix": prefix}) == 10
+        no_unacked = {"url": redis_plain.url(), "global_keyprefix": prefix, "count_unacked": False}
         assert count(no_unacked) == 8
 
 
@@ -188,13 +188,13 @@ def test_reserved_messages_routed_by_exchange(redis_plain: RedisProcess) -> None
     trading = kombu.Queue("trading", exchange, routing_key="trade")
     reports = kombu.Queue("reports", exchange, routing_key="report")
     client = redis_plain.client()
-    with kombu.Connection(redis_plain.url) as conn:
+    with kombu.Connection(redis_plain.url()) as conn:
         producer = conn.Producer()
         for i in range(5):
             producer.publish({"n": i}, exchange=exchange, routing_key="trade", declare=[trading])
         for i in range(3):
             producer.publish({"n": i}, exchange=exchange, routing_key="report", declare=[reports])
-        assert count({"url": redis_plain.url}) == 5
+        assert count({"url": redis_plain.url()}) == 5
         with reserve(conn, trading, 2), reserve(conn, reports, 1):
             assert client.hlen("unacked") == 3
             entries = [json.loads(v) for v in client.hvals("unacked")]
@@ -206,13 +206,13 @@ def test_reserved_messages_routed_by_exchange(redis_plain: RedisProcess) -> None
             members = {m.decode() for m in client.smembers("_kombu.binding.tasks")}
             assert members == {f"trade{SEP}{SEP}trading", f"report{SEP}{SEP}reports"}
             assert client.llen("trading") == 3
-            assert count({"url": redis_plain.url}) == 5
-            assert count({"url": redis_plain.url, "count_unacked": False}) == 3
-            assert count({"url": redis_plain.url}, "reports") == 3
-            assert count({"url": redis_plain.url}, "trading,reports") == 8
+            assert count({"url": redis_plain.url()}) == 5
+            assert count({"url": redis_plain.url(), "count_unacked": False}) == 3
+            assert count({"url": redis_plain.url()}, "reports") == 3
+            assert count({"url": redis_plain.url()}, "trading,reports") == 8
         # Closing the channels restored them to the lists: still counted once.
         assert client.hlen("unacked") == 0
-        assert count({"url": redis_plain.url}) == 5
+        assert count({"url": redis_plain.url()}) == 5
 
 
 def test_unreadable_unacked_entries_are_skipped(redis_plain: RedisProcess) -> None:
@@ -227,7 +227,7 @@ def test_unreadable_unacked_entries_are_skipped(redis_plain: RedisProcess) -> No
             "d": json.dumps([{}, "", "other"]),
         },
     )
-    assert count({"url": redis_plain.url}) == 1
+    assert count({"url": redis_plain.url()}) == 1
 
 
 WORKER_APP = '''
@@ -263,16 +263,16 @@ def test_reserved_by_a_real_worker(
     count stays 10. The worker is killed (SIGKILL to its process group) at the end.
     """
     (tmp_path / "senex_worker_app.py").write_text(textwrap.dedent(WORKER_APP))
-    with celery_app(redis_plain.url) as app:
+    with celery_app(redis_plain.url()) as app:
         for priority in range(10):
             app.send_task("x.sleep", args=[60], queue="trading", priority=priority)
     client = redis_plain.client()
-    assert count({"url": redis_plain.url}) == 10
+    assert count({"url": redis_plain.url()}) == 10
     argv = [sys.executable, "-m", "celery", "-A", "senex_worker_app", "worker", "-Q", "trading"]
     argv += ["--concurrency", "1", "--prefetch-multiplier", "4", "--pool", "prefork"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)}
-    env["SENEX_TEST_BROKER"] = redis_plain.url
+    env["SENEX_TEST_BROKER"] = redis_plain.url()
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
@@ -287,8 +287,8 @@ def test_reserved_by_a_real_worker(
         assert reserved >= 4
         assert waiting + reserved == 10
         assert waiting < 10
-        assert count({"url": redis_plain.url}) == 10
-        assert count({"url": redis_plain.url, "count_unacked": False}) == waiting
+        assert count({"url": redis_plain.url()}) == 10
+        assert count({"url": redis_plain.url(), "count_unacked": False}) == waiting
         assert worker.poll() is None, log.read_text()
     finally:
         with suppress(ProcessLookupError):

@@ -38,7 +38,7 @@ def make(source_type: str, options: dict[str, Any]) -> MetricSource:
 def test_killed_server_is_temporary_error(redis_factory: RedisFactory, source_type: str) -> None:
     """A killed server: query raises a temporary SourceError at once, never returns zero."""
     server = redis_factory.start()
-    source = make(source_type, {"url": server.url, "socket_timeout": 1})
+    source = make(source_type, {"url": server.url(), "socket_timeout": 1})
     try:
         assert source.query(request(source_type), NOW)  # connected and answering
         server.kill()
@@ -58,7 +58,7 @@ def test_frozen_server_times_out(redis_factory: RedisFactory, source_type: str) 
     """A server that accepts but never replies (SIGSTOP): temporary SourceError within the
     socket timeout (0.5 s), not redis-py's default retries with backoff."""
     server = redis_factory.start()
-    source = make(source_type, {"url": server.url, "socket_timeout": "500ms"})
+    source = make(source_type, {"url": server.url(), "socket_timeout": "500ms"})
     server.proc.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()

@@ -89,13 +89,13 @@ def test_ratio_matches_info_memory_with_maxmemory(redis_plain: RedisProcess) -> 
     fill(client)
     used = client.info("memory")["used_memory"]
     client.config_set("maxmemory", used * 4)
-    before, value, after = bracketed({"url": redis_plain.url}, lambda: ratio_from_info(client))
+    before, value, after = bracketed({"url": redis_plain.url()}, lambda: ratio_from_info(client))
     assert 20 < before < 30  # the fill is about a quarter of maxmemory
     assert_between(value, before, after)
-    assert list(query({"url": redis_plain.url})) == [redis_plain.address]
+    assert list(query({"url": redis_plain.url()})) == [redis_plain.address]
     # Half the maxmemory: the same used memory, double the ratio.
     client.config_set("maxmemory", used * 2)
-    before, value, after = bracketed({"url": redis_plain.url}, lambda: ratio_from_info(client))
+    before, value, after = bracketed({"url": redis_plain.url()}, lambda: ratio_from_info(client))
     assert 40 < before < 60
     assert_between(value, before, after)
 
@@ -106,7 +106,7 @@ def test_maxmemory_zero_uses_memory_limit(redis_plain: RedisProcess) -> None:
     fill(client)
     assert client.config_get("maxmemory") == {"maxmemory": "0"}
     for limit in ("64MiB", 64 * MIB):
-        options = {"url": redis_plain.url, "memory_limit": limit}
+        options = {"url": redis_plain.url(), "memory_limit": limit}
         before, value, after = bracketed(options, lambda: ratio_from_info(client, 64 * MIB))
         assert 2 < before < 10
         assert_between(value, before, after)
@@ -120,7 +120,7 @@ def test_maxmemory_zero_without_limit_falls_back_to_this_host(redis_plain: Redis
     ram = psutil.virtual_memory().total
     cgroup = cgroup_memory_limit(pid)
     limit = min(cgroup, ram) if cgroup else ram
-    value = query({"url": redis_plain.url})[redis_plain.address]
+    value = query({"url": redis_plain.url()})[redis_plain.address]
     assert value == pytest.approx(used / limit * 100, rel=0.05)
 
 
@@ -129,7 +129,9 @@ def test_used_memory_bytes(redis_plain: RedisProcess) -> None:
     client = redis_plain.client()
     fill(client, 1)
     before, value, after = bracketed(
-        {"url": redis_plain.url}, lambda: client.info("memory")["used_memory"], "used_memory_bytes"
+        {"url": redis_plain.url()},
+        lambda: client.info("memory")["used_memory"],
+        "used_memory_bytes",
     )
     assert_between(value, before, after)
 
@@ -139,7 +141,7 @@ def test_several_nodes_one_sample_each(redis_plain: RedisProcess, redis_auth: Re
     redis_auth.client().config_set("maxmemory", 512 * MIB)
     redis_plain.client().config_set("maxmemory", 256 * MIB)
     try:
-        values = query({"urls": [redis_plain.url, redis_auth.url]})
+        values = query({"urls": [redis_plain.url(), redis_auth.url()]})
     finally:
         redis_auth.client().config_set("maxmemory", 0)
     assert set(values) == {redis_plain.address, redis_auth.address}
@@ -159,7 +161,7 @@ def test_unix_socket_url(redis_plain: RedisProcess) -> None:
 
 def test_unknown_query_is_permanent(redis_plain: RedisProcess) -> None:
     """An unknown query name is a permanent SourceError with a suggestion."""
-    source = RedisMemorySource("cache", {"url": redis_plain.url})
+    source = RedisMemorySource("cache", {"url": redis_plain.url()})
     with pytest.raises(SourceError) as caught:
         source.query(request("used_memory_ration"), NOW)
     source.close()
