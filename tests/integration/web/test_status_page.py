@@ -1,0 +1,296 @@
+"""The status page in a real headless Chromium (Debian's), driven over the DevTools protocol:
+it renders the pools, rules, decisions and both charts from a store filled by the real
+controller loop, raises no console error or exception, and is saved as a screenshot.
+
+The page is served by the same uvicorn thread ``senex-scale run`` uses. The screenshot goes
+to the test's directory and, when ``SENEX_ARTIFACTS`` is set, to that directory too.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from websockets.sync.client import ClientConnection, connect
+
+from senex_scale.controller.daemon import WebThread
+from senex_scale.controller.leader import NoLeader
+from senex_scale.controller.loop import ControllerLoop
+from senex_scale.lab import free_port
+from senex_scale.policy import parse_policy
+from senex_scale.store import Store, open_store
+from senex_scale.telemetry.metrics import Metrics
+from senex_scale.testing import (
+    FakeClock,
+    MemorySource,
+    RecordingBalancer,
+    RecordingRuntime,
+    wait_until,
+)
+from senex_scale.web.app import create_app
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+POLICY = """
+[controller]
+interval = "15s"
+
+[sources.mem]
+type = "prometheus"
+url = "http://127.0.0.1:1"
+
+[pools.django]
+min = 2
+max = 6
+port = "8000 + n"
+warmup = "0s"
+scale_in_cooldown = "0s"
+scale_in_stabilization = "0s"
+
+[[rules]]
+name = "django-cpu"
+pool = "django"
+metric = { source = "mem", query = "cpu" }
+scale_out = { above = 70, for = "1m" }
+scale_in = { below = 30, for = "2m" }
+"""
+
+
+@pytest.fixture
+def filled_store(tmp_path: Path) -> Iterator[tuple[Store, Metrics, ControllerLoop]]:
+    """Two hours of a trading morning through the real loop (in-memory instances)."""
+    clock = FakeClock(time.time() - 7200)
+    source = MemorySource("mem")
+    runtime = RecordingRuntime(pool="django", size=6, running={1, 2})
+    lb = RecordingBalancer()
+    for n in (1, 2):
+        lb.add(n, f"127.0.0.1:{8000 + n}")
+    store = open_store(f"sqlite:{tmp_path / 'state.db'}")
+    metrics = Metrics()
+    loop = ControllerLoop(
+        parse_policy(POLICY),
+        store,
+        NoLeader(),
+        metrics=metrics,
+        clock=clock,
+        sleep=clock.sleep,
+        healthy=lambda address, path: True,
+        log=structlog.get_logger("test"),
+        build_source=lambda name, spec: source,
+        build_pool=lambda name, spec: (runtime, lb),
+    )
+    shape = itertools.chain([20.0] * 120, [92.0] * 100, [55.0] * 60, [12.0] * 200)
+    for value in itertools.islice(shape, 480):
+        source.values["cpu"] = value
+        loop.tick()
+        clock.advance(15)
+    yield store, metrics, loop
+    store.close()
+
+
+class DevTools:
+    """A page target of a headless Chromium, over the DevTools protocol."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self.ids)
+        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=30))
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return dict(message.get("result", {}))
+            self.events.append(message)
+
+    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while time.monotonic() < deadline:
+            message = json.loads(self.ws.recv(timeout=deadline - time.monotonic()))
+            self.events.append(message)
+            if message.get("method") == method:
+                return message
+        raise AssertionError(f"no {method} within {timeout}s")
+
+    def drain(self, seconds: float) -> None:
+        """Collect events for ``seconds`` (the page's own fetches and timers run)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self.events.append(json.loads(self.ws.recv(timeout=left)))
+            except TimeoutError:
+                return
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def problems(self) -> list[str]:
+        """Console errors and warnings, uncaught exceptions, failed loads."""
+        found = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "warning"):
+                found.append(f"console.{params['type']}: {params['args']}")
+            elif method == "Runtime.exceptionThrown":
+                found.append(f"exception: {params['exceptionDetails']}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+                found.append(f"log: {params['entry']['text']} {params['entry'].get('url', '')}")
+        return found
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[int]:
+    """Headless Chromium with a DevTools port (flags for a machine without internet)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (scripts/services installs it)")
+    port = free_port()
+    log = (tmp_path / "chromium.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--remote-debugging-port={port}",
+            "--window-size=1400,1300",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/json/version", timeout=2).is_success,
+            30,
+            "Chromium's DevTools port",
+            ignore=(httpx.HTTPError,),
+        )
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_status_page_renders_without_console_errors(
+    filled_store: tuple[Store, Metrics, ControllerLoop], chromium: int, tmp_path: Path
+) -> None:
+    store, metrics, loop = filled_store
+    port = free_port()
+    web = WebThread(create_app(store, metrics=metrics, control=loop), "127.0.0.1", port)
+    web.start()
+    try:
+        page = httpx.put(f"http://127.0.0.1:{chromium}/json/new?about:blank", timeout=10).json()
+        with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            tools = DevTools(ws)
+            for domain in ("Page", "Runtime", "Log"):
+                tools.call(f"{domain}.enable")
+            tools.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
+            tools.wait_event("Page.loadEventFired")
+            tools.drain(2.0)  # the first refresh: /api/status and /api/series
+            rows = tools.evaluate(
+                "({pools: document.querySelectorAll('#pools tbody tr').length,"
+                " rules: document.querySelectorAll('#rules tbody tr').length,"
+                " decisions: document.querySelectorAll('#decisions tbody tr').length,"
+                " poolLines: document.querySelectorAll('#chart-pools path').length,"
+                " ruleLines: document.querySelectorAll('#chart-rules path').length,"
+                " banner: document.getElementById('banner').hidden,"
+                " role: document.getElementById('role').textContent})"
+            )
+            shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            png = base64.b64decode(shot["data"])
+            problems = tools.problems()
+    finally:
+        web.stop()
+    path = tmp_path / "status-page.png"
+    path.write_bytes(png)
+    if artifacts := os.environ.get("SENEX_ARTIFACTS"):
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(artifacts) / "status-page.png")
+    print(f"\nscreenshot: {path} ({len(png)} bytes)")
+    assert problems == []
+    assert png.startswith(b"\x89PNG")
+    assert len(png) > 20_000, "a blank page is much smaller"
+    assert rows["pools"] == 1
+    assert rows["rules"] == 1
+    assert rows["decisions"] >= 4, "scale-outs and scale-ins of the morning"
+    assert rows["poolLines"] == 2, "current and desired"
+    assert rows["ruleLines"] == 3, "the metric and its two thresholds"
+    assert rows["banner"] is True, "no problem to report"
+    assert rows["role"].startswith("leader")
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """``serve(app)``: the app on a free loopback port (uvicorn thread); its base URL."""
+    threads: list[WebThread] = []
+
+    def start(app: Any) -> str:
+        port = free_port()
+        web = WebThread(app, "127.0.0.1", port)
+        web.start()
+        threads.append(web)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for web in threads:
+        web.stop()
+
+
+def test_api_and_controls(filled_store: tuple[Store, Metrics, ControllerLoop], serve: Any) -> None:
+    """The JSON API, /metrics, /healthz, and pause/resume behind a token."""
+    store, metrics, loop = filled_store
+    with httpx.Client(base_url=serve(create_app(store, metrics=metrics, control=loop))) as c:
+        status = c.get("/api/status").json()
+        assert status["status"]["pools"][0]["pool"] == "django"
+        history = c.get("/api/history", params={"pool": "django", "limit": 3}).json()
+        assert len(history["decisions"]) == 3
+        assert c.get("/api/history", params={"limit": "x"}).status_code == 400
+        series = c.get("/api/series", params={"hours": 3}).json()
+        assert len(series["pools"]["django"]) == 480
+        assert "senex_scale_pool_instances" in c.get("/metrics").text
+        assert c.get("/healthz").status_code == 200, "the last tick was one interval ago"
+        refused = c.post("/api/pause")
+        assert refused.status_code == 403
+        assert "read-only" in refused.json()["error"]
+    app = create_app(store, control=loop, token="t0ken-secret")
+    with httpx.Client(base_url=serve(app)) as c:
+        assert c.post("/api/pause").status_code == 401
+        assert c.post("/api/pause", headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = c.post("/api/pause", headers={"Authorization": "Bearer t0ken-secret"})
+        assert ok.json() == {"paused": True}
+        assert loop.paused
+        c.post("/api/resume", headers={"Authorization": "Bearer t0ken-secret"})
+        assert not loop.paused
