@@ -13,6 +13,9 @@
                 finished with the outcome and every step; a row still "running" at start-up
                 is an action a crash interrupted (reconciliation repairs what it left)
 
+Text written here passes the same redaction as the logs (``telemetry.logs.redact_value``):
+an error that echoes a connection string keeps no password in the audit log.
+
 Everything a restart needs is here, so a controller killed with SIGKILL continues where it
 stopped: the windows keep their samples, cooldowns their scale events, and the interrupted
 action is found and reconciled instead of being done again.
@@ -36,6 +39,7 @@ from typing import Any
 
 from senex_scale.core.state import Memory, PoolMemory, Sample, ScaleEvent
 from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.telemetry.logs import redact_value
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -285,7 +289,9 @@ class Store:
             db,
             "INSERT INTO kv (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [key, json.dumps(value)],
+            # the status snapshot carries error texts; memory is keyed by rule names, which
+            # must survive as they are
+            [key, json.dumps(redact_value(value) if key == "status" else value)],
         )
 
     def load_memory(self) -> Memory:
@@ -408,8 +414,8 @@ class Store:
                     decision.get("desired"),
                     decision.get("direction"),
                     outcome,
-                    json.dumps(decision.get("reasons", [])),
-                    json.dumps(detail or {}),
+                    json.dumps(redact_value(decision.get("reasons", []))),
+                    json.dumps(redact_value(detail or {})),
                     int(dry_run),
                 ],
             ).fetchone()
@@ -423,7 +429,7 @@ class Store:
             self._exec(
                 db,
                 "UPDATE decisions SET outcome = ?, detail = ? WHERE id = ?",
-                [outcome, json.dumps(detail), decision_id],
+                [outcome, json.dumps(redact_value(detail)), decision_id],
             )
 
     def history(
@@ -515,7 +521,7 @@ class Store:
             self._exec(
                 db,
                 "UPDATE actions SET status = ?, steps = ?, finished_at = ? WHERE id = ?",
-                [status, json.dumps(steps), at, action_id],
+                [status, json.dumps(redact_value(steps)), at, action_id],
             )
 
     def open_actions(self) -> list[ActionRow]:

@@ -17,25 +17,30 @@ import structlog
 
 SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
-KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
+KV_PASSWORD = re.compile(
+    r"(?P<head>\b[\w.-]*(?:password|passwd|secret|token)\s*=\s*)(?P<pw>'[^']*'|[^\s'\"]+)",
+    re.IGNORECASE,
+)
+"""``password=...``, ``db_password=...``, ``api_token=...`` in libpq strings and argv."""
 
 
 def redact_text(text: str) -> str:
-    """``text`` with passwords in URLs and ``password=...`` pairs masked."""
+    """``text`` with passwords in URLs and ``...password=``/``...token=`` pairs masked."""
     text = URL_PASSWORD.sub(r"\g<head>***", text)
     return KV_PASSWORD.sub(r"\g<head>***", text)
 
 
-def _redact(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """``value`` (str, dict, list) with secrets masked, recursively (for the audit log)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
         return {
-            k: "***" if isinstance(k, str) and SECRET_KEYS.search(k) else _redact(v)
+            k: "***" if isinstance(k, str) and SECRET_KEYS.search(k) else redact_value(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(_redact(v) for v in value)
+        return type(value)(redact_value(v) for v in value)
     return value
 
 
@@ -45,7 +50,7 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
         if SECRET_KEYS.search(key):
             event[key] = "***"
         else:
-            event[key] = _redact(event[key])
+            event[key] = redact_value(event[key])
     return event
 
 
