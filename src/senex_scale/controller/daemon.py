@@ -90,6 +90,8 @@ def build(options: DaemonOptions) -> tuple[Policy, Store, Leader]:
 def run(options: DaemonOptions) -> int:
     """Run the controller until a signal (or one tick with ``once``); the exit code."""
     log = structlog.get_logger("senex_scale.run")
+    if options.listen is not None:
+        parse_listen(options.listen)  # a bad --listen is refused before anything opens
     policy, store, leader = build(options)
     metrics = Metrics()
     loop = ControllerLoop(
