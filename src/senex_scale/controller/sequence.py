@@ -154,21 +154,26 @@ class ScaleSequence:
         load = {n: self._connections(n) for n in running}
         order = sorted(running, key=lambda n: (load[n] if load[n] is not None else 0, -n))
         for n in order[:count]:
-            try:
-                if self.balancer is not None:
+            self._take_out(n, outcome, drain=True)
+        return outcome
+
+    def _take_out(self, n: int, outcome: Outcome, *, drain: bool) -> None:
+        """(Drain,) wait until idle, stop, remove; a failure is recorded in ``outcome``."""
+        try:
+            if self.balancer is not None:
+                if drain:
                     self.balancer.drain(n)
                     self._step(outcome, n, "drain")
-                    self._step(outcome, n, "idle", self._wait_idle(n))
-                self.runtime.stop(n)
-                self._step(outcome, n, "stop")
-                if self.balancer is not None:
-                    self.balancer.remove(n)
-                    self._step(outcome, n, "remove")
-                outcome.done.append(n)
-            except SenexError as exc:
-                outcome.failed[n] = str(exc)
-                self._step(outcome, n, "failed", str(exc))
-        return outcome
+                self._step(outcome, n, "idle", self._wait_idle(n))
+            self.runtime.stop(n)
+            self._step(outcome, n, "stop")
+            if self.balancer is not None:
+                self.balancer.remove(n)
+                self._step(outcome, n, "remove")
+            outcome.done.append(n)
+        except SenexError as exc:
+            outcome.failed[n] = str(exc)
+            self._step(outcome, n, "failed", str(exc))
 
     def scale_to(self, desired: int) -> Outcome:
         """Scale out or in to ``desired`` running instances."""
@@ -203,18 +208,7 @@ class ScaleSequence:
     def retire(self, n: int) -> Outcome:
         """Finish a scale-in a crash cut short: ``n`` is draining; wait, stop, remove."""
         outcome = Outcome()
-        try:
-            if self.balancer is not None:
-                self._step(outcome, n, "idle", self._wait_idle(n))
-            self.runtime.stop(n)
-            self._step(outcome, n, "stop")
-            if self.balancer is not None:
-                self.balancer.remove(n)
-                self._step(outcome, n, "remove")
-            outcome.done.append(n)
-        except SenexError as exc:
-            outcome.failed[n] = str(exc)
-            self._step(outcome, n, "failed", str(exc))
+        self._take_out(n, outcome, drain=False)
         return outcome
 
     def forget(self, n: int) -> Outcome:
