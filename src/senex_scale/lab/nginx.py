@@ -93,12 +93,20 @@ class Nginx(Server):
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def config(self, root: Path, *, port: int | None = None, http: str | None = None) -> str:
-        """A main config like this one's for another ``root`` (and port, http)."""
+    def config(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        http: str | None = None,
+        pid: Path | None = None,
+    ) -> str:
+        """A main config like this one's for another ``root`` (and port, http, pid file)."""
         return main_config(
             root,
             port=self.port if port is None else port,
             http=self.http if http is None else http,
+            pid=pid,
             worker_shutdown_timeout=self.worker_shutdown_timeout,
             worker_connections=self.worker_connections,
         )

@@ -1,8 +1,8 @@
 """A real HAProxy and small HTTP backends for the ``haproxy`` balancer tests.
 
-Once per session: a config in a tmp dir (admin socket ``mode 600 level admin``, a frontend on a
-free loopback port, ``backend django_backend`` as in the seed's strategy, no static servers)
-and ``haproxy -db`` in the foreground as a child process, killed at the end. Backends are
+Once per session: a ``senex_scale.lab`` ``HAProxy`` (admin socket ``mode 600 level admin``, a
+frontend on a free loopback port, ``backend django_backend`` as in the seed's strategy, no
+static servers), stopped at the end. Backends are
 ``ThreadingHTTPServer``s in threads: ``/health/`` answers 200, ``/`` the instance number,
 ``/slow?s=SECONDS`` the number after a pause. Each test gets a fresh balancer; the servers it
 added are removed afterwards, so tests do not depend on each other's order.
@@ -12,35 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from senex_scale import lab
 from senex_scale.balancers.haproxy import HAProxyBalancer
+from senex_scale.lab.haproxy import haproxy_binary
 from senex_scale.policy.models import Pool
-from senex_scale.testing import free_port, wait_until
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BACKEND = "django_backend"
 SERVER_OPTIONS = "inter 200ms rise 1 fall 1"
 """Fast checks so a new server is UP within a fraction of a second."""
 
 
 CONFIG = """\
-global
-    stats socket {sock} mode 600 level admin expose-fd listeners
-    stats timeout 10s
-
 defaults
     mode http
     timeout connect 2s
@@ -50,9 +42,9 @@ defaults
 
 frontend django_frontend
     bind 127.0.0.1:{port}
-    default_backend {backend}
+    default_backend django_backend
 
-backend {backend}
+backend django_backend
     balance roundrobin
     cookie SERVERID insert indirect nocache
     option httpchk GET /health/
@@ -60,53 +52,8 @@ backend {backend}
 """
 
 
-@dataclass
-class HAProxy:
-    """One foreground ``haproxy -db`` process and its files."""
-
-    root: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "admin.sock"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "haproxy.cfg"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "haproxy.log"
-
-    def start(self) -> None:
-        """Start HAProxy with the config as it is now; wait for the socket to answer."""
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [HAPROXY, "-db", "-f", str(self.config)], stdout=log, stderr=log
-            )
-
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"haproxy exited: {self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.connect(str(self.socket))
-                    sock.sendall(b"show info\n")
-                    return b"Name: HAProxy" in sock.recv(4096)
-            except OSError:
-                return False
-
-        wait_until(ready, 10, "haproxy's admin socket")
-
-    def stop(self) -> None:
-        """Kill HAProxy (SIGKILL: no graceful stop needed) and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+class HAProxy(lab.HAProxy):
+    """The lab's HAProxy, and requests through it."""
 
     def get(self, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, str]:
         """One request on a fresh connection: (status, body)."""
@@ -129,15 +76,9 @@ class HAProxy:
 
 @pytest.fixture(scope="session")
 def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAProxy]:
-    """The session's HAProxy (restartable by tests; always killed at the end)."""
-    root = tmp_path_factory.mktemp("haproxy")
-    proxy = HAProxy(root=root, port=free_port())
-    proxy.config.write_text(CONFIG.format(sock=proxy.socket, port=proxy.port, backend=BACKEND))
-    proxy.start()
-    try:
+    """The session's HAProxy (restartable by tests; always stopped at the end)."""
+    with HAProxy(tmp_path_factory.mktemp("haproxy"), conf=CONFIG) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -215,7 +156,7 @@ def make_balancer(haproxy: HAProxy, **options: Any) -> HAProxyBalancer:
         "socket": str(haproxy.socket),
         "backend": BACKEND,
         "config": str(haproxy.config),
-        "haproxy": HAPROXY,
+        "haproxy": haproxy_binary(),
         "server_options": SERVER_OPTIONS,
     }
     settings.update(options)
@@ -231,12 +172,10 @@ def make(haproxy: HAProxy) -> Callable[..., HAProxyBalancer]:
 @pytest.fixture
 def balancer(haproxy: HAProxy) -> Iterator[HAProxyBalancer]:
     """A fresh balancer; every server of pool "web" is removed after the test."""
-    if haproxy.proc is None or haproxy.proc.poll() is not None:
-        haproxy.start()
+    haproxy.start()  # if a test stopped it
     lb = make_balancer(haproxy)
     yield lb
-    if haproxy.proc is None or haproxy.proc.poll() is not None:
-        haproxy.start()
+    haproxy.start()
     for member in lb.members():
         with contextlib.suppress(Exception):
             lb.remove(member.n)

@@ -36,12 +36,12 @@ def test_add_two_members_serves_both(nginx: Nginx) -> None:
     """Two added members both get requests through nginx (round robin)."""
     balancer = nginx.balancer(ip_hash=False)
     with nginx.reloaded():
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     with nginx.reloaded():
-        balancer.add(2, nginx.address(2))
+        balancer.add(2, nginx.backend(2))
     assert balancer.members() == [
-        Member(1, nginx.address(1), READY),
-        Member(2, nginx.address(2), READY),
+        Member(1, nginx.backend(1), READY),
+        Member(2, nginx.backend(2), READY),
     ]
     assert set(nginx.hits()) == {"1", "2"}
     text = nginx.upstream_file.read_text()
@@ -53,17 +53,17 @@ def test_ip_hash_block_as_in_the_seed(nginx: Nginx) -> None:
     """Defaults render the seed's block (ip_hash, max_fails, keepalive) and nginx serves it."""
     balancer = nginx.balancer()
     with nginx.reloaded():
-        balancer.add(2, nginx.address(2))
+        balancer.add(2, nginx.backend(2))
     with nginx.reloaded():
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     assert nginx.upstream_file.read_text() == (
         "# Written by senex-scale for pool web: changes by hand are overwritten.\n"
         "upstream senex_web {\n"
         "    ip_hash;\n"
         "    # senex-scale n=1\n"
-        f"    server {nginx.address(1)} max_fails=3 fail_timeout=30s;\n"
+        f"    server {nginx.backend(1)} max_fails=3 fail_timeout=30s;\n"
         "    # senex-scale n=2\n"
-        f"    server {nginx.address(2)} max_fails=3 fail_timeout=30s;\n"
+        f"    server {nginx.backend(2)} max_fails=3 fail_timeout=30s;\n"
         "    keepalive 32;\n"
         "}\n"
     )
@@ -75,15 +75,15 @@ def test_drain_stops_new_requests_then_remove(nginx: Nginx) -> None:
     """A drained member is written down and gets no new requests; remove deletes its line."""
     balancer = nginx.balancer(ip_hash=False)
     for n in INSTANCES:
-        balancer.add(n, nginx.address(n))
+        balancer.add(n, nginx.backend(n))
     with nginx.reloaded():
         balancer.drain(2)
-    assert f"server {nginx.address(2)} down max_fails" in nginx.upstream_file.read_text()
+    assert f"server {nginx.backend(2)} down max_fails" in nginx.upstream_file.read_text()
     assert [m.state for m in balancer.members()] == [READY, DRAINING, READY]
     assert set(nginx.hits()) == {"1", "3"}
     with nginx.reloaded():
         balancer.remove(2)
-    assert nginx.address(2) not in nginx.upstream_file.read_text()
+    assert nginx.backend(2) not in nginx.upstream_file.read_text()
     assert [m.n for m in balancer.members()] == [1, 3]
     assert set(nginx.hits()) == {"1", "3"}
 
@@ -92,7 +92,7 @@ def test_drain_lets_a_running_request_finish(nginx: Nginx) -> None:
     """A request in flight when its member is drained still completes (old worker)."""
     balancer = nginx.balancer(ip_hash=False)
     with nginx.reloaded():
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     result: list[httpx.Response] = []
     slow = threading.Thread(target=lambda: result.append(nginx.get("/slow")))
     slow.start()
@@ -112,12 +112,12 @@ def test_drain_lets_a_running_request_finish(nginx: Nginx) -> None:
 def test_add_undrains_and_is_idempotent(nginx: Nginx) -> None:
     """add() of a drained member makes it ready; a repeated add() does not rewrite the file."""
     balancer = nginx.balancer()
-    balancer.add(1, nginx.address(1))
+    balancer.add(1, nginx.backend(1))
     balancer.drain(1)
-    balancer.add(1, nginx.address(1))
-    assert balancer.members() == [Member(1, nginx.address(1), READY)]
+    balancer.add(1, nginx.backend(1))
+    assert balancer.members() == [Member(1, nginx.backend(1), READY)]
     inode = nginx.upstream_file.stat().st_ino
-    balancer.add(1, nginx.address(1))
+    balancer.add(1, nginx.backend(1))
     assert nginx.upstream_file.stat().st_ino == inode
     balancer.drain(7)  # not a member: nothing to do
     balancer.remove(7)
@@ -127,7 +127,7 @@ def test_add_undrains_and_is_idempotent(nginx: Nginx) -> None:
 def test_empty_upstream_keeps_a_placeholder(nginx: Nginx) -> None:
     """Removing the last member writes the down placeholder, which nginx accepts (502s)."""
     balancer = nginx.balancer()
-    balancer.add(1, nginx.address(1))
+    balancer.add(1, nginx.backend(1))
     with nginx.reloaded():
         balancer.remove(1)
     text = nginx.upstream_file.read_text()
@@ -141,7 +141,7 @@ def test_nginx_t_failure_restores_the_file(nginx: Nginx) -> None:
     """An address nginx -t rejects: PermanentError with nginx's message, file byte-identical."""
     balancer = nginx.balancer(ip_hash=False)
     with nginx.reloaded():
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     before = nginx.upstream_file.read_bytes()
     nginx.upstream_file.chmod(0o640)
     with pytest.raises(PermanentError) as caught:
@@ -160,14 +160,14 @@ def test_reload_failure_restores_the_file(nginx: Nginx, tmp_path: Path) -> None:
     """nginx not running: the reload fails, TemporaryError, the previous file is back."""
     upstream_file = tmp_path / "upstream.conf"
     conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx.config(tmp_path, upstream_file, pid=tmp_path / "none.pid"))
+    conf.write_text(nginx.config(tmp_path, pid=tmp_path / "none.pid"))
     balancer = NginxBalancer(
         "web", nginx.pool(), nginx.options(file=str(upstream_file), conf=str(conf))
     )
-    upstream_file.write_text(balancer.render([Member(1, nginx.address(1), READY)]))
+    upstream_file.write_text(balancer.render([Member(1, nginx.backend(1), READY)]))
     before = upstream_file.read_bytes()
     with pytest.raises(TemporaryError) as caught:
-        balancer.add(2, nginx.address(2))
+        balancer.add(2, nginx.backend(2))
     assert "reload failed" in str(caught.value)
     assert "none.pid" in str(caught.value)
     assert upstream_file.read_bytes() == before
@@ -181,7 +181,7 @@ def test_first_write_failure_leaves_no_file(nginx: Nginx, tmp_path: Path) -> Non
         "web", nginx.pool(), nginx.options(file=str(upstream_file), conf=str(tmp_path / "x"))
     )
     with pytest.raises(PermanentError, match="nginx -t failed"):
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     assert not upstream_file.exists()
 
 
@@ -189,8 +189,8 @@ def test_members_round_trip(nginx: Nginx, tmp_path: Path) -> None:
     """A new balancer reads back what another rendered, down lines as DRAINING."""
     balancer = nginx.balancer()
     members = [
-        Member(1, nginx.address(1), READY),
-        Member(3, nginx.address(3), DRAINING),
+        Member(1, nginx.backend(1), READY),
+        Member(3, nginx.backend(3), DRAINING),
         Member(12, "unix:/run/app-12.sock", READY),
     ]
     path = tmp_path / "upstream.conf"
@@ -211,8 +211,8 @@ def test_seed_file_is_adopted_by_port(nginx: Nginx, tmp_path: Path) -> None:
     )
     balancer = NginxBalancer("web", nginx.pool(), nginx.options(file=str(path)))
     assert balancer.members() == [
-        Member(1, nginx.address(1), READY),
-        Member(2, nginx.address(2), DRAINING),
+        Member(1, nginx.backend(1), READY),
+        Member(2, nginx.backend(2), DRAINING),
     ]
 
 
@@ -233,20 +233,20 @@ def test_foreign_file_is_refused(nginx: Nginx, tmp_path: Path, text: str, proble
     with pytest.raises(PermanentError, match=problem):
         balancer.members()
     with pytest.raises(PermanentError, match=problem):
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     assert path.read_text() == text
 
 
 def test_bad_addresses_are_refused_before_writing(nginx: Nginx) -> None:
     """Addresses that would inject nginx syntax, or reuse a member's, are refused."""
     balancer = nginx.balancer()
-    balancer.add(1, nginx.address(1))
+    balancer.add(1, nginx.backend(1))
     before = nginx.upstream_file.read_bytes()
     for address in ("127.0.0.1:1; }", "", "a b", "127.0.0.1:2#x"):
         with pytest.raises(PermanentError, match="not a server address"):
             balancer.add(2, address)
     with pytest.raises(PermanentError, match="already instance 1's address"):
-        balancer.add(2, nginx.address(1))
+        balancer.add(2, nginx.backend(1))
     assert nginx.upstream_file.read_bytes() == before
 
 
@@ -258,7 +258,7 @@ def test_lock_held_elsewhere_is_temporary(nginx: Nginx) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(TemporaryError, match="held by another process"):
-            balancer.add(1, nginx.address(1))
+            balancer.add(1, nginx.backend(1))
     finally:
         os.close(fd)
     assert nginx.upstream_file.read_bytes() == before
@@ -307,5 +307,5 @@ def test_nginx_missing_is_permanent(nginx: Nginx, tmp_path: Path) -> None:
         nginx.options(file=str(upstream_file), nginx=str(tmp_path / "no-nginx")),
     )
     with pytest.raises(PermanentError, match="no such program"):
-        balancer.add(1, nginx.address(1))
+        balancer.add(1, nginx.backend(1))
     assert not upstream_file.exists()

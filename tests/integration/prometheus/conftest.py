@@ -3,7 +3,7 @@ sources (``prometheus``, ``scrape``) and the host sources (``process``, ``disk``
 
 Once per session: three ``prometheus_client`` HTTP servers on loopback act as instances 1..3
 of a pool with ``port = "BASE + n"`` (max 5: instances 4 and 5 are not running), each exposing
-known gauges and the process collector, and a ``prometheus`` process (1 s scrape and
+known gauges and the process collector, and a ``senex_scale.lab`` ``Prometheus`` (1 s scrape and
 evaluation interval, its TSDB in a temporary directory) scraping them as job ``django``. The
 session waits (at most 30 s) until ``up`` shows the three targets up. Tests that stop a
 Prometheus or an instance start their own through the factories. Everything is stopped at
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import random
 import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,36 +26,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, start_http_server
 
+from senex_scale import lab
 from senex_scale.policy.models import Pool
-from senex_scale.testing import free_port
 from senex_scale.testing import wait_until as shared_wait_until
 
 READY_TIMEOUT = 30.0
-PROMETHEUS = shutil.which("prometheus")
 CONNECTIONS = {1: 10.0, 2: 20.0, 3: 30.0}
 """``senex_websocket_connections`` of instances 1..3."""
 STEADY = 50.0
 """Value of ``senex_changing_value`` except while the push-down test lowers it."""
-
-
-def free_port_base(count: int) -> int:
-    """A BASE such that BASE+1 .. BASE+count are all free on loopback right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for n in range(1, count + 1):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + n))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return base
-    raise RuntimeError(f"no {count} consecutive free loopback ports found")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -129,7 +106,7 @@ class Targets:
 @pytest.fixture(scope="session")
 def targets() -> Iterator[Targets]:
     """Instances 1, 2 and 3 of the django pool, serving /metrics on BASE+1..BASE+3."""
-    base = free_port_base(6)
+    base = lab.free_port_range(6)
     started: dict[int, Instance] = {}
     try:
         for n in (1, 2, 3):
@@ -158,92 +135,18 @@ def instance_factory() -> Iterator[Callable[[int, int], Instance]]:
 # --------------------------------------------------------------------------- prometheus
 
 
-@dataclass
-class PrometheusProcess:
-    """A ``prometheus`` server on a loopback port, its config and TSDB in ``workdir``."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        try:
-            lines = (self.workdir / "prometheus.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-20:])
-
-    def api(self, query: str) -> dict[str, Any]:
-        """The ``data`` of an instant query (for waiting on scrapes)."""
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=2)
-        body: dict[str, Any] = response.json()
-        return dict(body["data"])
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s; the port is free afterwards."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def start_prometheus(workdir: Path, scrape: list[str]) -> PrometheusProcess:
-    """Start Prometheus scraping ``scrape`` (host:port) every second; wait until it is ready."""
-    if PROMETHEUS is None:
+def start_prometheus(root: Path, scrape: list[str]) -> lab.Prometheus:
+    """Prometheus scraping ``scrape`` (host:port) as job ``django`` every second, started."""
+    if shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed (scripts/services installs it)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    targets = ", ".join(f'"{t}"' for t in scrape)
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global:\n"
-        "  scrape_interval: 1s\n"
-        "  scrape_timeout: 1s\n"
-        "  evaluation_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: django\n"
-        "    static_configs:\n"
-        f"      - targets: [{targets}]\n"
-    )
-    port = free_port()
-    with (workdir / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    server = PrometheusProcess(port, workdir, proc)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"prometheus exited ({proc.returncode}):\n{server.log()}")
-        return httpx.get(f"{server.url}/-/ready", timeout=1).status_code == 200
-
-    try:
-        wait_until(ready, READY_TIMEOUT, f"prometheus on port {port} to be ready")
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    jobs = [lab.static_job("django", scrape)] if scrape else []
+    return lab.Prometheus(root, scrape_configs=jobs).start()
 
 
 @pytest.fixture(scope="session")
 def prometheus(
     targets: Targets, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrometheusProcess]:
+) -> Iterator[lab.Prometheus]:
     """Prometheus scraping instances 1..3 as job "django", with all three targets up."""
     server = start_prometheus(
         tmp_path_factory.mktemp("prometheus"),
@@ -251,22 +154,20 @@ def prometheus(
     )
 
     def all_up() -> bool:
-        result = server.api('up{job="django"}')["result"]
+        result = server.query('up{job="django"}')
         return len(result) == 3 and all(r["value"][1] == "1" for r in result)
 
-    try:
+    with server:
         wait_until(all_up, READY_TIMEOUT, "the three targets to be up in prometheus")
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def prometheus_factory(tmp_path: Path) -> Iterator[Callable[[], PrometheusProcess]]:
+def prometheus_factory(tmp_path: Path) -> Iterator[Callable[[], lab.Prometheus]]:
     """Start extra Prometheus servers (no targets) for tests that stop them."""
-    started: list[PrometheusProcess] = []
+    started: list[lab.Prometheus] = []
 
-    def make() -> PrometheusProcess:
+    def make() -> lab.Prometheus:
         server = start_prometheus(tmp_path / f"prometheus-{len(started)}", [])
         started.append(server)
         return server
