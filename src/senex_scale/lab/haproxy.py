@@ -24,6 +24,44 @@ global
 """
 
 
+def http_proxy(
+    backend: str = "web_backend",
+    *,
+    frontend: str = "web_frontend",
+    health: str = "/health/",
+    cookie: str | None = None,
+    retries: int | None = None,
+    client_timeout: str = "30s",
+    server_timeout: str = "30s",
+) -> str:
+    """A ``conf`` for ``HAProxy``: HTTP mode, ``frontend`` on ``127.0.0.1:{port}`` and an
+    empty round-robin ``backend`` (a balancer adds its servers) whose servers are checked
+    with ``GET health``. ``cookie``: sticky sessions on that cookie; ``retries``: HAProxy's
+    (0: a failed request is never sent again); WebSocket tunnels may stay open an hour."""
+    defaults = ["mode http"]
+    if retries is not None:
+        defaults.append(f"retries {retries}")
+    defaults += [
+        "timeout connect 2s",
+        f"timeout client {client_timeout}",
+        f"timeout server {server_timeout}",
+        "timeout tunnel 1h",
+        "timeout http-keep-alive 10s",
+    ]
+    back = ["balance roundrobin"]
+    if cookie is not None:
+        back.append(f"cookie {cookie} insert indirect nocache")
+    back += [f"option httpchk GET {health}", "http-check expect status 200"]
+    sections = [
+        ("defaults", defaults),
+        (f"frontend {frontend}", ["bind 127.0.0.1:{port}", f"default_backend {backend}"]),
+        (f"backend {backend}", back),
+    ]
+    return "\n".join(
+        "\n".join([title, *(f"    {line}" for line in lines)]) + "\n" for title, lines in sections
+    )
+
+
 def haproxy_binary() -> str:
     return binary("haproxy", Path("/usr/sbin/haproxy"))
 

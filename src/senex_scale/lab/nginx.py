@@ -28,6 +28,42 @@ def nginx_binary() -> str:
     return binary("nginx", Path("/usr/sbin/nginx"))
 
 
+def proxy_http(
+    upstream: str = "senex_web",
+    *,
+    include: str = "{root}/upstream.conf",
+    next_upstream: str | None = None,
+    websocket: str | None = None,
+) -> str:
+    """An ``http`` for ``Nginx``: ``include`` (the file holding ``upstream NAME``, which a
+    balancer owns) and a server on ``127.0.0.1:{port}`` proxying everything to ``upstream``
+    over HTTP/1.1 with upstream keep-alive. ``next_upstream``: ``proxy_next_upstream``
+    (``"off"`` lets no failed request be retried on another member). ``websocket``: a path
+    (``"/ws"``) proxied with the Upgrade headers and a long read timeout."""
+    retry = f"\n        proxy_next_upstream {next_upstream};" if next_upstream else ""
+    text = f"""\
+include {include};
+server {{
+    listen 127.0.0.1:{{port}};
+    location / {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";{retry}
+    }}
+"""
+    if websocket:
+        text += f"""\
+    location {websocket} {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_read_timeout 1h;{retry}
+    }}
+"""
+    return text + "}\n"
+
+
 def main_config(
     root: Path,
     *,

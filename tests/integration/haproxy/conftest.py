@@ -24,7 +24,7 @@ import pytest
 
 from senex_scale import lab
 from senex_scale.balancers.haproxy import HAProxyBalancer
-from senex_scale.lab.haproxy import haproxy_binary
+from senex_scale.lab.haproxy import haproxy_binary, http_proxy
 from senex_scale.policy.models import Pool
 
 BACKEND = "django_backend"
@@ -32,24 +32,13 @@ SERVER_OPTIONS = "inter 200ms rise 1 fall 1"
 """Fast checks so a new server is UP within a fraction of a second."""
 
 
-CONFIG = """\
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    timeout http-keep-alive 10s
-
-frontend django_frontend
-    bind 127.0.0.1:{port}
-    default_backend django_backend
-
-backend django_backend
-    balance roundrobin
-    cookie SERVERID insert indirect nocache
-    option httpchk GET /health/
-    http-check expect status 200
-"""
+CONFIG = http_proxy(
+    BACKEND,
+    frontend="django_frontend",
+    cookie="SERVERID",
+    client_timeout="10s",
+    server_timeout="10s",
+)
 
 
 class HAProxy(lab.HAProxy):

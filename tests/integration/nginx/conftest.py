@@ -22,25 +22,13 @@ import pytest
 
 from senex_scale import lab
 from senex_scale.balancers.nginx import NginxBalancer
-from senex_scale.lab.nginx import nginx_binary
+from senex_scale.lab.nginx import nginx_binary, proxy_http
 from senex_scale.policy.models import Pool
 
 UPSTREAM = "senex_web"
 INSTANCES = (1, 2, 3)
 SLOW = 1.5
 """Seconds a backend takes to answer ``/slow``."""
-
-HTTP = """\
-include {root}/upstream.conf;
-server {
-    listen 127.0.0.1:{port};
-    location / {
-        proxy_pass http://senex_web;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-    }
-}
-"""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -64,7 +52,7 @@ class Nginx(lab.Nginx):
     """The lab's nginx and what a balancer needs to drive it."""
 
     def __init__(self, root: Path, base: int) -> None:
-        super().__init__(root, http=HTTP)
+        super().__init__(root, http=proxy_http(UPSTREAM))
         self.base = base
         """Backend instance n listens on ``base + n``."""
 

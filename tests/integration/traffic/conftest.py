@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from senex_scale import lab
-from senex_scale.lab.haproxy import haproxy_binary
-from senex_scale.lab.nginx import nginx_binary
+from senex_scale.lab.haproxy import haproxy_binary, http_proxy
+from senex_scale.lab.nginx import nginx_binary, proxy_http
 
 INSTANCES = 4
 """``numprocs`` = the pool's max."""
@@ -90,46 +90,9 @@ redirect_stderr=true
 stdout_logfile={root}/web-%(process_num)d.log
 """
 
-HAPROXY_CONF = """\
-defaults
-    mode http
-    retries 0
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 1h
-    timeout http-keep-alive 10s
+HAPROXY_CONF = http_proxy(retries=0)
 
-frontend web_frontend
-    bind 127.0.0.1:{port}
-    default_backend web_backend
-
-backend web_backend
-    balance roundrobin
-    option httpchk GET /health/
-    http-check expect status 200
-"""
-
-NGINX_HTTP = """\
-include {root}/upstream.conf;
-server {
-    listen 127.0.0.1:{port};
-    location / {
-        proxy_pass http://senex_web;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_next_upstream off;
-    }
-    location /ws {
-        proxy_pass http://senex_web;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_read_timeout 1h;
-        proxy_next_upstream off;
-    }
-}
-"""
+NGINX_HTTP = proxy_http(next_upstream="off", websocket="/ws")
 
 EMPTY_UPSTREAM = """\
 upstream senex_web {
