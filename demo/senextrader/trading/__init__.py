@@ -1,0 +1,1 @@
+"""Positions and trades: the workload of the reference app."""

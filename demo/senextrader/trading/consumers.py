@@ -1,0 +1,41 @@
+"""Pushes a user's positions to their WebSocket clients when they change.
+
+On connect the client gets its positions; after each trade it gets them again. The update
+message carries the writer's read-your-writes pin, which the consumer adopts before reading,
+so it never pushes the positions from before the trade.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from senex_scale.contrib.django.router import adopt_pin
+from trading import services
+
+
+class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    async def connect(self) -> None:
+        self.user_id = int(self.scope["url_route"]["kwargs"]["user_id"])
+        if self.channel_layer is not None:
+            await self.channel_layer.group_add(services.group(self.user_id), self.channel_name)
+        await self.accept()
+        await self.push()
+
+    async def disconnect(self, code: int) -> None:
+        if self.channel_layer is not None:
+            await self.channel_layer.group_discard(services.group(self.user_id), self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if content == {"type": "ping"}:
+            await self.send_json({"type": "pong"})
+
+    async def position_update(self, event: dict[str, Any]) -> None:
+        adopt_pin(event.get("pin"))
+        await self.push()
+
+    async def push(self) -> None:
+        positions = await database_sync_to_async(services.positions_of)(self.user_id)
+        await self.send_json({"type": "positions", "positions": positions})

@@ -1,0 +1,67 @@
+"""The positions API (cached) and the trade endpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from trading import services, tasks
+from trading.models import Trade
+
+
+@require_GET
+def positions(request: HttpRequest, user_id: int) -> HttpResponse:
+    return JsonResponse({"user_id": user_id, "positions": services.positions_of(user_id)})
+
+
+@require_GET
+def latest_trades(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A user's latest trades, not cached (``idx_trade_created``): read-your-writes shows
+    here, after a redirect, through the router's pin cookie."""
+    rows = Trade.objects.filter(user_id=user_id).order_by("-created_at")[:20]
+    return JsonResponse({"user_id": user_id, "trades": [t.as_dict() for t in rows]})
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        return services.parse_trade(json.loads(request.body or b"null"))
+    except json.JSONDecodeError:
+        raise services.TradeError("body: not JSON") from None
+
+
+@csrf_exempt  # a JSON API for the demo's load generator; a real app authenticates it
+@require_POST
+def trades(request: HttpRequest) -> HttpResponse:
+    """Record a trade now. ``?redirect=1``: answer 303 to the positions (read-your-writes
+    across the redirect, through the pin cookie)."""
+    try:
+        fields = _body(request)
+    except services.TradeError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    position = services.record_trade(**fields)
+    if request.GET.get("redirect") == "1":
+        return HttpResponseRedirect(reverse("positions", args=[fields["user_id"]]), status=303)
+    return JsonResponse({"position": position}, status=201)
+
+
+@csrf_exempt
+@require_POST
+def trades_async(request: HttpRequest) -> HttpResponse:
+    """Queue the trade on the ``trading`` queue; 202 with the task id."""
+    try:
+        fields = _body(request)
+    except services.TradeError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    result = tasks.execute_trade.delay(
+        fields["user_id"],
+        fields["symbol"],
+        fields["side"],
+        str(fields["quantity"]),
+        str(fields["price"]),
+    )
+    return JsonResponse({"task": result.id}, status=202)

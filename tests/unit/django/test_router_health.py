@@ -1,0 +1,154 @@
+"""Router configuration, health judgement and the monitor's caching (no database needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from senex_scale.contrib.django.registry import ReplicaEntry
+from senex_scale.contrib.django.router import (
+    Probe,
+    ReplicaMonitor,
+    RouterConfig,
+    RouterConfigError,
+    judge,
+)
+from senex_scale.testing import FakeClock
+
+
+def test_the_defaults_are_documented_ones() -> None:
+    """No setting: primary 'default', no replicas, 5 s lag, 2 s TTL, 10 s pin."""
+    config = RouterConfig.from_settings(None)
+    assert (config.primary, config.replicas, config.registry) == ("default", (), None)
+    assert (config.max_lag_seconds, config.health_ttl, config.pin_seconds) == (5.0, 2.0, 10.0)
+
+
+def test_replicas_may_be_aliases_or_objects() -> None:
+    """Strings are DATABASES aliases; objects are registry-style entries."""
+    config = RouterConfig.from_settings(
+        {"REPLICAS": ["replica", {"alias": "r2", "host": "h", "port": 6432}], "REGISTRY": "/x"}
+    )
+    assert config.replicas == ("replica", ReplicaEntry("r2", "h", 6432))
+    assert config.registry == Path("/x")
+
+
+def test_bad_settings_name_each_key() -> None:
+    """Every problem in one error, each as SENEX_SCALE_ROUTER["KEY"]."""
+    with pytest.raises(RouterConfigError) as err:
+        RouterConfig.from_settings(
+            {"MAX_LAG": 1, "HEALTH_TTL": 0, "PIN_SECONDS": "10", "COOKIE": "a b", "REPLICAS": 3}
+        )
+    text = str(err.value)
+    assert text.startswith("SENEX_SCALE_ROUTER: 5 problem(s)")
+    for key in ("MAX_LAG", "HEALTH_TTL", "PIN_SECONDS", "COOKIE", "REPLICAS"):
+        assert f'SENEX_SCALE_ROUTER["{key}"]' in text
+
+
+def test_a_dotted_path_is_a_replica_callable() -> None:
+    """A string REPLICAS names a callable read at each refresh."""
+    config = RouterConfig.from_settings({"REPLICAS": "myapp.replicas.current"})
+    assert config.replicas_callable == "myapp.replicas.current"
+
+
+@pytest.mark.parametrize(
+    ("probe", "primary", "healthy", "reason"),
+    [
+        (Probe(True, 1000, 0.0), 1000, True, "ok"),
+        (Probe(True, 1000, 6.0), 1000, False, "lag 6.0s > 5s"),
+        (Probe(True, 1000, 0.0), 1000 + 2048, False, "lag 2048 bytes > 1024"),
+        (Probe(False, 1000, 0.0), 1000, False, "not in recovery (promoted?): not a replica"),
+        (Probe(True, None, None), 1000, False, "has not replayed any WAL yet"),
+        (OSError("connection refused\nmore"), 1000, False, "down: connection refused"),
+        (Probe(True, 1000, 1.0), None, True, "ok"),
+    ],
+)
+def test_judge(probe: Probe | Exception, primary: int | None, healthy: bool, reason: str) -> None:
+    """Healthy only when in recovery, replaying, and within both lag bounds; always a reason."""
+    state = judge("r", probe, primary, 0.0, 5.0, 1024)
+    assert (state.healthy, state.reason) == (healthy, reason)
+
+
+class Probes:
+    """A replica's answers, set by the test (a stand-in for the SQL round trip)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Probe | Exception] = {}
+        self.calls: list[str] = []
+
+    def __call__(self, alias: str) -> Probe:
+        self.calls.append(alias)
+        answer = self.answers[alias]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _monitor(clock: FakeClock, probes: Probes, **raw: object) -> ReplicaMonitor:
+    return ReplicaMonitor(
+        RouterConfig.from_settings({"REPLICAS": ["r1", "r2"], **raw}),
+        clock=clock,
+        probe=probes,
+        read_primary_lsn=lambda alias: 5000,
+    )
+
+
+def test_health_is_probed_at_most_once_per_ttl() -> None:
+    """Within HEALTH_TTL the cached states are returned; after it, probed again."""
+    clock, probes = FakeClock(), Probes()
+    probes.answers = {"r1": Probe(True, 5000, 0.0), "r2": Probe(True, 5000, 0.0)}
+    monitor = _monitor(clock, probes, HEALTH_TTL=2)
+    assert [s.healthy for s in monitor.states()] == [True, True]
+    clock.advance(1.9)
+    monitor.states()
+    assert probes.calls == ["r1", "r2"]
+    clock.advance(0.2)
+    probes.answers["r2"] = ConnectionError("refused")
+    assert [(s.alias, s.healthy) for s in monitor.states()] == [("r1", True), ("r2", False)]
+    assert probes.calls == ["r1", "r2", "r1", "r2"]
+
+
+def test_invalidate_forces_the_next_probe() -> None:
+    """After invalidate() the next read probes even inside the TTL."""
+    clock, probes = FakeClock(), Probes()
+    probes.answers = {"r1": Probe(True, 5000, 0.0), "r2": Probe(True, 5000, 0.0)}
+    monitor = _monitor(clock, probes, HEALTH_TTL=60)
+    monitor.states()
+    monitor.invalidate()
+    monitor.states()
+    assert len(probes.calls) == 4
+
+
+def test_lag_bytes_are_measured_against_the_primary() -> None:
+    """lag_bytes = the primary's position - the replica's replay position."""
+    clock, probes = FakeClock(), Probes()
+    probes.answers = {"r1": Probe(True, 4000, 0.0), "r2": Probe(True, 5000, 0.0)}
+    states = _monitor(clock, probes, MAX_LAG_BYTES=500).states()
+    assert [(s.lag_bytes, s.healthy) for s in states] == [(1000, False), (0, True)]
+
+
+def test_a_failing_replica_callable_does_not_break_reads() -> None:
+    """A callable that raises is logged; the monitor still answers (its last list: none)."""
+    clock, probes = FakeClock(), Probes()
+    monitor = ReplicaMonitor(
+        # read_registry needs an argument: calling it bare raises TypeError.
+        RouterConfig.from_settings(
+            {"REPLICAS": "senex_scale.contrib.django.registry.read_registry"}
+        ),
+        clock=clock,
+        probe=probes,
+        read_primary_lsn=lambda alias: None,
+    )
+    assert monitor.states() == []
+    assert probes.calls == []
+
+
+def test_an_unknown_alias_is_down_not_an_exception() -> None:
+    """A probe that raises for any reason marks the replica down with the reason."""
+    clock, probes = FakeClock(), Probes()
+    probes.answers = {"r1": KeyError("r1"), "r2": Probe(True, 5000, 0.0)}
+    states = _monitor(clock, probes).states()
+    assert [(s.alias, s.healthy, s.reason) for s in states] == [
+        ("r1", False, "down: 'r1'"),
+        ("r2", True, "ok"),
+    ]
