@@ -1,0 +1,132 @@
+"""nginx and HAProxy read the rendered files: ``nginx -t`` and ``haproxy -c``."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a checker; its output in the assertion message when it fails."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("host", ["web01", "web02"])
+def test_nginx_accepts_the_rendered_config(deployment: Any, host: str) -> None:
+    """``nginx -t`` passes, and ``nginx -T`` shows the upstream, WebSocket and shutdown settings
+    (the includes resolve next to nginx.conf, as in /etc/nginx)."""
+    conf = deployment.file(host, "nginx/nginx.conf")
+    prefix = str(deployment.paths["nginx"]) + "/"
+    checked = run(["nginx", "-t", "-c", str(conf), "-p", prefix])
+    assert checked.returncode == 0, checked.stderr
+    dumped = run(["nginx", "-T", "-c", str(conf), "-p", prefix])
+    assert dumped.returncode == 0, dumped.stderr
+    text = dumped.stdout
+    assert "worker_shutdown_timeout 120s;" in text
+    assert "upstream django_backend {" in text
+    assert "ip_hash;" in text
+    first = deployment.inv.pools["django"].port_of(1)
+    assert f"server 127.0.0.1:{first} max_fails=3 fail_timeout=30s;" in text
+    assert "keepalive 32;" in text
+    assert "proxy_set_header Upgrade $http_upgrade;" in text
+    assert "proxy_set_header Connection $connection_upgrade;" in text
+
+
+def test_nginx_rejects_a_broken_upstream(deployment: Any, tmp_path: Any) -> None:
+    """The check can fail: a copy with a bad upstream line is refused by ``nginx -t``."""
+    import shutil
+
+    copy = tmp_path / "nginx"
+    shutil.copytree(deployment.file("web01", "nginx"), copy)
+    upstream = copy / "conf.d" / "django_backend.conf"
+    upstream.write_text(upstream.read_text().replace("max_fails=3", "max_fails=three"))
+    checked = run(["nginx", "-t", "-c", str(copy / "nginx.conf"), "-p", str(tmp_path) + "/"])
+    assert checked.returncode != 0
+    assert "max_fails" in checked.stderr
+
+
+def test_haproxy_accepts_the_rendered_config(deployment: Any) -> None:
+    """``haproxy -c`` passes on the rendered config, with its TLS certificate in place."""
+    cfg = deployment.file("lb01", "haproxy/haproxy.cfg")
+    checked = run(["haproxy", "-c", "-f", str(cfg)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = cfg.read_text()
+    assert f"stats socket {deployment.paths['haproxy'] / 'admin.sock'} mode 600 level admin" in text
+    for line in (
+        "balance roundrobin",
+        "cookie SERVERID insert indirect nocache",
+        "option httpchk GET /health/ HTTP/1.1",
+        "http-check send hdr Host your-domain.com",
+        "http-check expect status 200",
+        f"server web01 127.0.0.1:{deployment.inv.nginx.listen} check cookie web01",
+        f"server web02 127.0.0.1:{deployment.inv.nginx.listen} check cookie web02",
+    ):
+        assert f"    {line}\n" in text, line
+
+
+class Backend:
+    """One Daphne stand-in on 127.0.0.1:PORT: ``/health/`` answers 200, ``/ws/...`` echoes
+    WebSocket messages prefixed with its port (so a test sees which instance answered)."""
+
+    def __init__(self, port: int) -> None:
+        from websockets.sync.server import serve
+
+        def health(connection: Any, request: Any) -> Any:
+            if request.path == "/health/":
+                return connection.respond(200, "ok\n")
+            return None
+
+        def echo(websocket: Any) -> None:
+            for message in websocket:
+                websocket.send(f"{port}:{message}")
+
+        self.server = serve(echo, "127.0.0.1", port, process_request=health)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_nginx(deployment: Any, launchers: Any) -> Iterator[Any]:
+    """web01's rendered nginx running, in front of instances 1 and 2 of the django pool."""
+    pool = deployment.inv.pools["django"]
+    backends = [Backend(pool.port_of(n)) for n in (1, 2)]
+    server = launchers.nginx(
+        deployment.paths["nginx"],
+        deployment.inv.nginx.listen,
+        conf=deployment.file("web01", "nginx/nginx.conf"),
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        for backend in backends:
+            backend.close()
+
+
+def test_nginx_proxies_http_and_websockets(live_nginx: Any, deployment: Any) -> None:
+    """Through the rendered nginx: /health/ answers 200 and a WebSocket on the websocket path
+    is upgraded and echoes, from one of the upstream's instances."""
+    from websockets.sync.client import connect
+
+    pool = deployment.inv.pools["django"]
+    url = f"http://127.0.0.1:{live_nginx.port}"
+    response = httpx.get(f"{url}/health/", timeout=5)
+    assert response.status_code == 200
+    assert response.text == "ok\n"
+    with connect(f"ws://127.0.0.1:{live_nginx.port}/ws/echo", open_timeout=5) as ws:
+        ws.send("hello")
+        port, _, text = str(ws.recv(timeout=5)).partition(":")
+    assert text == "hello"
+    assert int(port) in {pool.port_of(1), pool.port_of(2)}
