@@ -220,6 +220,7 @@ class Server:
         if proc is not None and proc.poll() is None:
             children = _descendants(proc)
             self._graceful(proc)
+            proc.send_signal(signal.SIGCONT)  # a frozen server handles the stop when thawed
             try:
                 proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:

@@ -16,6 +16,11 @@ import redis
 from senex_scale.lab.base import HOST, Server, binary, write_secret
 
 
+def quoted(value: object) -> str:
+    """A value for a Redis or Sentinel config line (double quotes, backslash escapes)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Redis(Server):
     """One ``redis-server`` on ``127.0.0.1:port`` (``--save "" --appendonly no``)."""
 
@@ -62,16 +67,16 @@ class Redis(Server):
             f"bind {HOST}",
             'save ""',
             "appendonly no",
-            f"dir {self.root}",
+            f"dir {quoted(self.root)}",
             "daemonize no",
         ]
         if self.password is not None:
-            lines.append(f"requirepass {self.password}")
+            lines.append(f"requirepass {quoted(self.password)}")
         master = self.replica_of
         if master is not None:
             lines.append(f"replicaof {HOST} {master.port}")
             if master.password is not None:
-                lines.append(f"masterauth {master.password}")
+                lines.append(f"masterauth {quoted(master.password)}")
         return lines
 
     def _prepare(self) -> None:

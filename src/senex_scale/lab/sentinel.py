@@ -12,7 +12,7 @@ from typing import ClassVar
 import redis
 
 from senex_scale.lab.base import HOST, LabError, Server, binary, write_secret
-from senex_scale.lab.redis import Redis
+from senex_scale.lab.redis import Redis, quoted
 
 
 def _text(value: bytes | str) -> str:
@@ -69,13 +69,13 @@ class Sentinel(Server):
         lines = [
             f"port {self.port}",
             f"bind {HOST}",
-            f"dir {self.root}",
+            f"dir {quoted(self.root)}",
             f"sentinel monitor {name} {HOST} {self.master.port} {self.quorum}",
             f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
             f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
         ]
         if self.master.password is not None:
-            lines.append(f"sentinel auth-pass {name} {self.master.password}")
+            lines.append(f"sentinel auth-pass {name} {quoted(self.master.password)}")
         write_secret(self.conf, "\n".join(lines) + "\n")
 
     def _argv(self) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from senex_scale.lab import LabError, Redis, Sentinel
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "lab-Secret-77a1"
+PASSWORD = 'lab-Secret 77a1 "q\\'
+"""With a space, a quote and a backslash: the config must quote it."""
 
 
 def test_redis_replica_and_sentinel(
@@ -38,7 +41,12 @@ def test_redis_replica_and_sentinel(
         assert not master.alive
         master.start()
         assert master.client().ping()
-    assert not master.alive
+        assert master.proc is not None
+        master.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+    assert not master.alive  # a frozen server stops gracefully too, at once
+    assert time.monotonic() - started < 5
+    assert master.forced == []
 
 
 def test_redis_start_failure_has_the_log_tail(tmp_path: Path) -> None:
