@@ -5,7 +5,14 @@ a directory the caller owns, blocks until the server answers, and leaves nothing
 ``stop()`` or its ``with`` block.
 """
 
-from senex_scale.lab.base import LabError, Server, free_port, free_port_range, lab_dir
+from senex_scale.lab.base import (
+    LabError,
+    Server,
+    free_port,
+    free_port_range,
+    lab_dir,
+    temporary_lab_dir,
+)
 from senex_scale.lab.haproxy import HAProxy
 from senex_scale.lab.nginx import Nginx
 from senex_scale.lab.pgbouncer import PgBouncer
@@ -31,4 +38,5 @@ __all__ = [
     "lab_dir",
     "scram_verifier",
     "static_job",
+    "temporary_lab_dir",
 ]

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -82,6 +82,17 @@ def lab_dir(prefix: str = "senex-lab-") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+@contextlib.contextmanager
+def temporary_lab_dir(prefix: str = "senex-lab-") -> Iterator[Path]:
+    """``lab_dir(prefix)``, removed with everything in it at the end of the block (stop the
+    servers in it first)."""
+    path = lab_dir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_secret(path: Path, text: str) -> Path:
@@ -146,7 +157,7 @@ class Server:
     name: ClassVar[str] = "server"
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout: ClassVar[float] = 20.0
-    ready_timeout: ClassVar[float] = 30.0
+    ready_timeout: ClassVar[float] = 15.0
     not_yet: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
     """Exceptions of ``_ready`` that mean "not yet" rather than a failure."""
     run_as: ClassVar[str | None] = None

@@ -71,7 +71,6 @@ class HAProxy(Server):
 
     name = "haproxy"
     stop_signal = signal.SIGTERM
-    ready_timeout = 15.0
 
     def __init__(self, root: Path | str, port: int | None = None, *, conf: str) -> None:
         """``conf``: the sections after ``global`` (``defaults``, ``frontend``, ``backend``),

@@ -99,7 +99,6 @@ class Nginx(Server):
     name = "nginx"
     stop_signal = signal.SIGQUIT
     stop_timeout = 30.0
-    ready_timeout = 15.0
 
     def __init__(
         self,

@@ -88,6 +88,7 @@ class Postgres(Server):
     name = "postgres"
     stop_signal = signal.SIGINT
     """Fast shutdown: transactions are rolled back, clients disconnected."""
+    ready_timeout = 30.0
     not_yet: ClassVar[tuple[type[BaseException], ...]] = (psycopg.OperationalError,)
     run_as = "postgres"
 

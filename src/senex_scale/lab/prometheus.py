@@ -22,6 +22,7 @@ class Prometheus(Server):
 
     name = "prometheus"
     stop_timeout = 10.0
+    ready_timeout = 30.0
     not_yet: ClassVar[tuple[type[BaseException], ...]] = (OSError, httpx.HTTPError)
 
     def __init__(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import quote
 
 import redis
@@ -21,12 +20,15 @@ def quoted(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+NOT_YET: tuple[type[BaseException], ...] = (OSError, redis.RedisError)
+"""What a Redis or a Sentinel that is still starting raises."""
+
+
 class Redis(Server):
     """One ``redis-server`` on ``127.0.0.1:port`` (``--save "" --appendonly no``)."""
 
     name = "redis"
-    ready_timeout = 15.0
-    not_yet: ClassVar[tuple[type[BaseException], ...]] = (OSError, redis.RedisError)
+    not_yet = NOT_YET
 
     def __init__(
         self,

@@ -7,12 +7,11 @@ is written once, on the first start; a restarted sentinel goes on from what it k
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import redis
 
 from senex_scale.lab.base import HOST, LabError, Server, binary, write_secret
-from senex_scale.lab.redis import Redis, quoted
+from senex_scale.lab.redis import NOT_YET, Redis, quoted
 
 
 def _text(value: bytes | str) -> str:
@@ -23,8 +22,7 @@ class Sentinel(Server):
     """One ``redis-sentinel`` watching ``master`` under ``name``."""
 
     name = "sentinel"
-    ready_timeout = 15.0
-    not_yet: ClassVar[tuple[type[BaseException], ...]] = (OSError, redis.RedisError)
+    not_yet = NOT_YET
 
     def __init__(
         self,

@@ -26,7 +26,6 @@ class Supervisord(Server):
     name = "supervisord"
     stop_signal = signal.SIGTERM
     stop_timeout = 60.0
-    ready_timeout = 15.0
     not_yet: ClassVar[tuple[type[BaseException], ...]] = (
         OSError,
         xmlrpc.client.Error,

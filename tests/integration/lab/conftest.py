@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from senex_scale.lab import Server, lab_dir
+from senex_scale.lab import Server, temporary_lab_dir
 
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    """``lab_dir()``: PostgreSQL runs as ``postgres`` under root and cannot enter tmp_path."""
-    path = lab_dir("senex-lab-test-")
-    try:
+    """A ``lab_dir()``: PostgreSQL runs as ``postgres`` under root and cannot enter tmp_path."""
+    with temporary_lab_dir("senex-lab-test-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def tree(server: Server) -> list[psutil.Process]:

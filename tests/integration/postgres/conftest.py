@@ -8,7 +8,6 @@ enter pytest's own temporary directories). Everything is stopped at the end.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -16,7 +15,7 @@ from typing import ClassVar
 import pytest
 
 from senex_scale import lab
-from senex_scale.lab import free_port, lab_dir
+from senex_scale.lab import free_port, temporary_lab_dir
 
 MONITOR_PASSWORD = "mon-Secret-4f1c9a"
 """Password of ``monitor`` (pg_monitor): the sources log in with it."""
@@ -74,11 +73,8 @@ class PgBouncer(lab.PgBouncer):
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
-    path = lab_dir("senex-pg-")
-    try:
+    with temporary_lab_dir("senex-pg-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
