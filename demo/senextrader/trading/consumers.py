@@ -38,4 +38,6 @@ class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def push(self) -> None:
         positions = await database_sync_to_async(services.positions_of)(self.user_id)
-        await self.send_json({"type": "positions", "positions": positions})
+        # which instance answers: the load generator tells drained closes from early ones
+        server = self.scope.get("server") or (None, None)
+        await self.send_json({"type": "positions", "positions": positions, "port": server[1]})

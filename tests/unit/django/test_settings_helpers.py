@@ -94,11 +94,23 @@ def test_one_sentinel_list_feeds_cache_broker_and_channels() -> None:
     assert (host["master_name"], host["db"], host["password"]) == ("senex-redis", 2, "p w")
 
 
+def test_channel_layer_reads_outlast_its_blocking_read() -> None:
+    """channels_redis blocks 5 s in BZPOPMIN; a 5 s read timeout (redis-py 8's default)
+    would close idle WebSockets with 1011 every few seconds."""
+    for built in (
+        redis_settings("redis://127.0.0.1:6390"),
+        sentinel_settings("s1:26379", master="m"),
+    ):
+        (host,) = built["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+        assert host["socket_timeout"] > 5.0
+
+
 def test_plain_redis_settings_use_one_database_each() -> None:
     """Without Sentinel: cache 0, broker 1, channels 2, results 3 on the same server."""
     built = redis_settings("redis://:pw@127.0.0.1:6390/9")
     assert built["CACHES"]["default"]["LOCATION"] == "redis://:pw@127.0.0.1:6390/0"
     assert built["CELERY_BROKER_URL"] == "redis://:pw@127.0.0.1:6390/1"
-    assert built["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == ["redis://:pw@127.0.0.1:6390/2"]
+    (host,) = built["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+    assert host["address"] == "redis://:pw@127.0.0.1:6390/2"
     with pytest.raises(InputError, match="url: 'http://h' is not a redis:// URL"):
         redis_settings("http://h")

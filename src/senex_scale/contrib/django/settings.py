@@ -195,7 +195,7 @@ def sentinel_settings(
         "master_name": master,
         "sentinel_kwargs": sentinel_kwargs,
         "db": channels_db,
-        "socket_timeout": socket_timeout,
+        "socket_timeout": channel_read_timeout(socket_timeout),
     }
     if password:
         layer_host["password"] = password
@@ -222,6 +222,20 @@ def sentinel_settings(
             }
         },
     }
+
+
+CHANNELS_BLOCKING_READ = 5.0
+"""channels_redis waits this long in ``BZPOPMIN`` for a consumer's next message (its
+``brpop_timeout``)."""
+
+
+def channel_read_timeout(socket_timeout: float) -> float:
+    """The channel layer's read timeout: longer than its blocking read.
+
+    redis-py 8 reads with a 5 s ``socket_timeout`` by default, as long as channels_redis's
+    ``BZPOPMIN``: an idle consumer's read then times out, and Channels closes its WebSocket
+    with code 1011 every few seconds (found by the end-to-end test)."""
+    return max(socket_timeout, CHANNELS_BLOCKING_READ + 10.0)
 
 
 def redis_settings(
@@ -263,7 +277,15 @@ def redis_settings(
         "CHANNEL_LAYERS": {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [at(channels_db)], "prefix": f"{key_prefix}asgi"},
+                "CONFIG": {
+                    "hosts": [
+                        {
+                            "address": at(channels_db),
+                            "socket_timeout": channel_read_timeout(socket_timeout),
+                        }
+                    ],
+                    "prefix": f"{key_prefix}asgi",
+                },
             }
         },
     }
