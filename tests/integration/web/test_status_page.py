@@ -8,12 +8,9 @@ to the test's directory and, when ``SENEX_ARTIFACTS`` is set, to that directory 
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from websockets.sync.client import ClientConnection, connect
 
 from senex_scale.controller.daemon import WebThread
 from senex_scale.controller.leader import NoLeader
 from senex_scale.controller.loop import ControllerLoop
 from senex_scale.lab import free_port
+from senex_scale.lab.chromium import Chromium
 from senex_scale.policy import parse_policy
 from senex_scale.store import Store, open_store
 from senex_scale.telemetry.metrics import Metrics
@@ -36,7 +33,6 @@ from senex_scale.testing import (
     MemorySource,
     RecordingBalancer,
     RecordingRuntime,
-    wait_until,
 )
 from senex_scale.web.app import create_app
 
@@ -101,141 +97,36 @@ def filled_store(tmp_path: Path) -> Iterator[tuple[Store, Metrics, ControllerLoo
     store.close()
 
 
-class DevTools:
-    """A page target of a headless Chromium, over the DevTools protocol."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        call_id = next(self.ids)
-        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=30))
-            if message.get("id") == call_id:
-                if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
-                return dict(message.get("result", {}))
-            self.events.append(message)
-
-    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        for event in self.events:
-            if event.get("method") == method:
-                return event
-        while time.monotonic() < deadline:
-            message = json.loads(self.ws.recv(timeout=deadline - time.monotonic()))
-            self.events.append(message)
-            if message.get("method") == method:
-                return message
-        raise AssertionError(f"no {method} within {timeout}s")
-
-    def drain(self, seconds: float) -> None:
-        """Collect events for ``seconds`` (the page's own fetches and timers run)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                self.events.append(json.loads(self.ws.recv(timeout=left)))
-            except TimeoutError:
-                return
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
-
-    def problems(self) -> list[str]:
-        """Console errors and warnings, uncaught exceptions, failed loads."""
-        found = []
-        for event in self.events:
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "warning"):
-                found.append(f"console.{params['type']}: {params['args']}")
-            elif method == "Runtime.exceptionThrown":
-                found.append(f"exception: {params['exceptionDetails']}")
-            elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
-                found.append(f"log: {params['entry']['text']} {params['entry'].get('url', '')}")
-        return found
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[int]:
-    """Headless Chromium with a DevTools port (flags for a machine without internet)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (scripts/services installs it)")
-    port = free_port()
-    log = (tmp_path / "chromium.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--remote-debugging-port={port}",
-            "--window-size=1400,1300",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/json/version", timeout=2).is_success,
-            30,
-            "Chromium's DevTools port",
-            ignore=(httpx.HTTPError,),
-        )
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Chromium]:
+    with Chromium() as chromium:
+        yield chromium
 
 
 def test_status_page_renders_without_console_errors(
-    filled_store: tuple[Store, Metrics, ControllerLoop], chromium: int, tmp_path: Path
+    filled_store: tuple[Store, Metrics, ControllerLoop], browser: Chromium, tmp_path: Path
 ) -> None:
     store, metrics, loop = filled_store
     port = free_port()
     web = WebThread(create_app(store, metrics=metrics, control=loop), "127.0.0.1", port)
     web.start()
     try:
-        page = httpx.put(f"http://127.0.0.1:{chromium}/json/new?about:blank", timeout=10).json()
-        with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
-            tools = DevTools(ws)
-            for domain in ("Page", "Runtime", "Log"):
-                tools.call(f"{domain}.enable")
-            tools.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
-            tools.wait_event("Page.loadEventFired")
-            tools.drain(2.0)  # the first refresh: /api/status and /api/series
-            rows = tools.evaluate(
-                "({pools: document.querySelectorAll('#pools tbody tr').length,"
-                " rules: document.querySelectorAll('#rules tbody tr').length,"
-                " decisions: document.querySelectorAll('#decisions tbody tr').length,"
-                " poolLines: document.querySelectorAll('#chart-pools path').length,"
-                " ruleLines: document.querySelectorAll('#chart-rules path').length,"
-                " banner: document.getElementById('banner').hidden,"
-                " role: document.getElementById('role').textContent})"
-            )
-            shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            png = base64.b64decode(shot["data"])
-            problems = tools.problems()
+        page = browser.page()
+        page.open(f"http://127.0.0.1:{port}/")
+        rows = page.evaluate(
+            "({pools: document.querySelectorAll('#pools tbody tr').length,"
+            " rules: document.querySelectorAll('#rules tbody tr').length,"
+            " decisions: document.querySelectorAll('#decisions tbody tr').length,"
+            " poolLines: document.querySelectorAll('#chart-pools path').length,"
+            " ruleLines: document.querySelectorAll('#chart-rules path').length,"
+            " banner: document.getElementById('banner').hidden,"
+            " role: document.getElementById('role').textContent})"
+        )
+        path = tmp_path / "status-page.png"
+        png = page.screenshot(path)
+        problems = page.problems()
     finally:
         web.stop()
-    path = tmp_path / "status-page.png"
-    path.write_bytes(png)
     if artifacts := os.environ.get("SENEX_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(artifacts) / "status-page.png")
