@@ -667,6 +667,31 @@ def history(
     _print_table(history_table(rows))
 
 
+# --------------------------------------------------------------------------- render
+
+from senex_scale.render.cli import render_command  # noqa: E402 - the command lives in render/
+
+app.command("render")(render_command)
+
+
+# --------------------------------------------------------------------------- data tier (ops/)
+
+from senex_scale.ops import db, pgbouncer, replica, rightsize, sentinel  # noqa: E402
+
+app.add_typer(replica.app, name="replica")
+app.add_typer(sentinel.app, name="sentinel")
+app.add_typer(pgbouncer.app, name="pgbouncer")
+app.add_typer(db.app, name="db")
+app.command("rightsize")(rightsize.rightsize_command)
+
+
+# --------------------------------------------------------------------------- demo
+
+from senex_scale.demo.cli import demo_command  # noqa: E402 - the command lives in demo/
+
+app.command("demo")(demo_command)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
