@@ -19,6 +19,8 @@ SENEX_SECRET_KEY             required unless SENEX_DEBUG=1
 SENEX_DEBUG                  1 for development (0)
 SENEX_ALLOWED_HOSTS          comma-separated (127.0.0.1,localhost)
 SENEX_CELERY_METRICS_PORT    a worker serves /metrics on this port (off)
+SENEX_QUOTE_MS               how long the simulated broker API takes to quote (100)
+SENEX_QUOTE_CONNECTIONS      its connections per process: quotes queue for them (1)
 ===========================  ===========================================================
 """
 
@@ -41,6 +43,8 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 DEBUG = env("SENEX_DEBUG", "0") == "1"
+SENEX_QUOTE_MS = int(env("SENEX_QUOTE_MS", "100") or 100)
+SENEX_QUOTE_CONNECTIONS = int(env("SENEX_QUOTE_CONNECTIONS", "1") or 1)
 SECRET_KEY = env("SENEX_SECRET_KEY") or ("insecure-dev-only" if DEBUG else None)
 if SECRET_KEY is None:
     raise ImproperlyConfigured("SENEX_SECRET_KEY is not set (or set SENEX_DEBUG=1)")

@@ -8,6 +8,7 @@ from senex_scale.contrib.django.metrics import metrics_view
 
 urlpatterns = [
     path("api/positions/<int:user_id>/", views.positions, name="positions"),
+    path("api/quotes/<str:symbol>/", views.quote, name="quote"),
     path("api/trades/", views.trades, name="trades"),
     path("api/trades/latest/<int:user_id>/", views.latest_trades, name="latest-trades"),
     path("api/trades/async/", views.trades_async, name="trades-async"),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+import zlib
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -13,10 +17,26 @@ from django.views.decorators.http import require_GET, require_POST
 from trading import services, tasks
 from trading.models import Trade
 
+_BROKER_SESSIONS = threading.BoundedSemaphore(settings.SENEX_QUOTE_CONNECTIONS)
+
 
 @require_GET
 def positions(request: HttpRequest, user_id: int) -> HttpResponse:
     return JsonResponse({"user_id": user_id, "positions": services.positions_of(user_id)})
+
+
+@require_GET
+def quote(request: HttpRequest, symbol: str) -> HttpResponse:
+    """A quote from the broker's API, simulated: a blocking call of ``SENEX_QUOTE_MS`` over
+    one of ``SENEX_QUOTE_CONNECTIONS`` connections per process (brokers limit sessions per
+    client). The I/O-bound kind of request: on a busy instance quotes queue for a connection,
+    and more instances, not more CPU, is what shortens the queue."""
+    with _BROKER_SESSIONS:
+        time.sleep(settings.SENEX_QUOTE_MS / 1000)
+    mid = 100 + zlib.crc32(symbol.upper().encode()) % 400 + (time.time() % 60) / 100
+    return JsonResponse(
+        {"symbol": symbol.upper(), "bid": round(mid - 0.05, 2), "ask": round(mid + 0.05, 2)}
+    )
 
 
 @require_GET

@@ -33,38 +33,43 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+SYMBOLS = ("SPY", "QQQ", "IWM", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
 WS_RATE = 5.0
 """New WebSocket clients a second while a phase ramps up (users arrive, not all at once)."""
 
 
 @dataclass(frozen=True)
 class Phase:
-    """``seconds`` of ``ws`` open WebSockets, ``rps`` reads/s and ``trades`` queued trades/s."""
+    """``seconds`` of ``ws`` open WebSockets, ``rps`` reads/s (``quotes`` of them from the
+    slow quote API, the rest of the cached positions API) and ``trades`` queued trades/s."""
 
     name: str
     seconds: float
     ws: int
     rps: float
     trades: float = 0.0
+    quotes: float = 0.0
+    """The share of the reads that ask for a quote (100 ms on one of one broker connection
+    per instance: I/O-bound, queueing on a busy instance)."""
 
 
 PROFILES: dict[str, tuple[Phase, ...]] = {
     # a trading day in six minutes (60x): quiet pre-market, the opening rush, a busy
     # morning, the lunch lull, the close, after hours
     "day": (
-        Phase("pre-market", 40, ws=8, rps=4),
-        Phase("open", 20, ws=60, rps=12, trades=25),
-        Phase("morning", 80, ws=70, rps=10, trades=4),
-        Phase("lunch", 60, ws=25, rps=5, trades=1),
-        Phase("close", 40, ws=65, rps=12, trades=20),
+        Phase("pre-market", 40, ws=8, rps=4, quotes=0.2),
+        Phase("open", 20, ws=60, rps=26, trades=25, quotes=0.6),
+        Phase("morning", 80, ws=70, rps=26, trades=4, quotes=0.6),
+        Phase("lunch", 60, ws=25, rps=8, trades=1, quotes=0.3),
+        Phase("close", 40, ws=65, rps=26, trades=20, quotes=0.6),
         Phase("after-hours", 120, ws=4, rps=2),
     ),
     # the end-to-end test: up, hold, down, long enough at the bottom to scale back in
     "e2e": (
-        Phase("quiet", 10, ws=6, rps=4),
-        Phase("rush", 15, ws=70, rps=10, trades=25),
-        Phase("busy", 20, ws=70, rps=8, trades=2),
-        Phase("calm", 35, ws=4, rps=4),
+        Phase("quiet", 10, ws=6, rps=4, quotes=0.2),
+        Phase("rush", 15, ws=70, rps=26, trades=25, quotes=0.6),
+        Phase("busy", 20, ws=70, rps=26, trades=2, quotes=0.6),
+        Phase("calm", 35, ws=4, rps=4, quotes=0.2),
     ),
 }
 
@@ -168,7 +173,8 @@ class LoadGenerator:
         while (now := time.monotonic()) < end:
             if phase.rps > 0 and now >= next_read:
                 next_read += self.random.expovariate(phase.rps)
-                self._spawn(self._read(), pending)
+                quote = self.random.random() < phase.quotes
+                self._spawn(self._quote() if quote else self._read(), pending)
             if phase.trades > 0 and now >= next_trade:
                 next_trade += self.random.expovariate(phase.trades)
                 self._spawn(self._trade(), pending)
@@ -190,6 +196,10 @@ class LoadGenerator:
     async def _read(self) -> None:
         user = self.random.randint(1, 50)
         await self._request("GET", f"/api/positions/{user}/")
+
+    async def _quote(self) -> None:
+        symbol = self.random.choice(SYMBOLS)
+        await self._request("GET", f"/api/quotes/{symbol}/")
 
     async def _trade(self) -> None:
         self._sequence += 1

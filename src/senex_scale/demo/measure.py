@@ -7,7 +7,8 @@
   instance was not being drained (a close after the instance's ``drain`` step is the drain
   doing its job: the client reconnects to another instance);
 - lost and duplicated Celery tasks: queued trades without a row, or with two;
-- latency p50/p99 overall and during scale events (from a decision to its last step);
+- latency p50/p99 overall, per load phase, and during scale events (from a decision to its
+  last step);
 - instance-minutes per pool, from the controller's per-tick counts.
 """
 
@@ -107,6 +108,16 @@ def measure(
         for d in decisions
         if d.get("kind") == "scale" and d.get("outcome") not in ("hold", "dry-run")
     ]
+    phases = list(record.get("phases", []))
+    by_phase = {}
+    for i, (name, start) in enumerate(phases):
+        end = phases[i + 1][1] if i + 1 < len(phases) else record["ended"]
+        lat = [r["latency"] for r in requests if r["status"] is not None and start <= r["at"] < end]
+        by_phase[name] = {
+            "requests": len(lat),
+            "p50_ms": _ms(percentile(lat, 0.5)),
+            "p99_ms": _ms(percentile(lat, 0.99)),
+        }
     return {
         "seconds": round(record["ended"] - record["started"], 1),
         "requests": len(requests),
@@ -126,6 +137,7 @@ def measure(
         "latency_during_scaling_p50_ms": _ms(percentile(during, 0.5)),
         "latency_during_scaling_p99_ms": _ms(percentile(during, 0.99)),
         "requests_during_scaling": len(during),
+        "latency_by_phase": by_phase,
         "scale_events": scale_events,
         "instance_minutes": dict(pool_minutes or {}),
     }

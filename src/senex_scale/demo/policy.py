@@ -50,6 +50,9 @@ RANGE = re.compile(r"\[(\d+[smhd])\]")
 MIN_RANGE = 5.0
 """The shortest range that still holds several 1 s scrapes."""
 MIN_START_TIMEOUT = 30.0
+MIN_SETTLE = {"scale_in_cooldown": 10.0, "scale_in_stabilization": 10.0}
+"""Scale-in waits are not compressed below 10 s: at 60x the default's 2 minutes would be 2 s,
+shorter than a Celery worker takes to start, and the pools would flap."""
 """A Daphne instance needs a few seconds to import Django, whatever the demo's speed."""
 
 
@@ -80,8 +83,11 @@ def _scale_duration(value: Any, speed: float, floor: float = 0.0) -> str:
     return format_duration(max(seconds, floor))
 
 
-def demo_policy_doc(endpoints: Endpoints, *, speed: float = 60.0) -> dict[str, Any]:
-    """The demo policy as a TOML-ready mapping."""
+def demo_policy_doc(
+    endpoints: Endpoints, *, speed: float = 60.0, static: bool = False
+) -> dict[str, Any]:
+    """The demo policy as a TOML-ready mapping; ``static``: every pool pinned at its minimum
+    (the baseline of the benchmark: what a fixed deployment of the seed's minimums does)."""
     doc: dict[str, Any] = tomllib.loads(default_policy_text())
     out = copy.deepcopy(doc)
     out.pop("schedules", None)
@@ -108,8 +114,10 @@ def demo_policy_doc(endpoints: Endpoints, *, speed: float = 60.0) -> dict[str, A
     for name, pool in out["pools"].items():
         for key in list(pool):
             if key in DURATION_KEYS:
-                pool[key] = _scale_duration(pool[key], speed)
+                pool[key] = _scale_duration(pool[key], speed, floor=MIN_SETTLE.get(key, 0.0))
         pool["max"] = min(int(pool["max"]), limits.get(name, int(pool["max"])))
+        if static:
+            pool["max"] = pool["min"]
         pool["start_timeout"] = format_duration(MIN_START_TIMEOUT)
         pool["runtime"] = {"type": "supervisor", "url": endpoints.supervisor, "group": name}
         # workers have a port too: their /metrics, so Prometheus' instance labels map to N
@@ -156,7 +164,7 @@ def demo_policy_doc(endpoints: Endpoints, *, speed: float = 60.0) -> dict[str, A
     return out
 
 
-def demo_policy_text(endpoints: Endpoints, *, speed: float = 60.0) -> str:
+def demo_policy_text(endpoints: Endpoints, *, speed: float = 60.0, static: bool = False) -> str:
     """The demo policy as TOML, with a header saying how it differs from the default."""
     counts = ", ".join(f"{k} /{v:g}" for k, v in COUNT_DIVISORS.items())
     header = [
@@ -165,4 +173,4 @@ def demo_policy_text(endpoints: Endpoints, *, speed: float = 60.0) -> str:
         *(f"# - {change}" for change in CHANGES),
         "",
     ]
-    return "\n".join(header) + tomli_w.dumps(demo_policy_doc(endpoints, speed=speed))
+    return "\n".join(header) + tomli_w.dumps(demo_policy_doc(endpoints, speed=speed, static=static))

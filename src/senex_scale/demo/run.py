@@ -38,13 +38,14 @@ class Demo:
 
     stack: DemoStack
     speed: float = 60.0
+    static: bool = False
     say: Callable[[str], None] = print
     controller: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def start_controller(self) -> None:
-        policy = self.stack.write_policy(self.speed)
+        policy = self.stack.write_policy(self.speed, static=self.static)
         self.log_path = self.stack.root / "logs" / "controller.log"
         env = {**os.environ, MONITOR_ENV: self.stack.monitor_password}
         argv = [
@@ -149,6 +150,7 @@ def run_demo(
     on_phase: Callable[[Demo, Phase], None] | None = None,
     keep: bool = False,
     hold: Callable[[Demo], None] | None = None,
+    static: bool = False,
 ) -> dict[str, Any]:
     """Bring everything up, play ``profile``, scale back in, measure, tear down.
 
@@ -157,7 +159,7 @@ def run_demo(
     if profile not in PROFILES:
         raise PermanentError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     stack = DemoStack(keep=keep)
-    demo = Demo(stack, speed=speed, say=say)
+    demo = Demo(stack, speed=speed, static=static, say=say)
     try:
         stack.start(progress=say)
         demo.start_controller()

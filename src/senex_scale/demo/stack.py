@@ -325,8 +325,8 @@ class DemoStack:
             max_celery=MAX_CELERY,
         )
 
-    def write_policy(self, speed: float = 60.0) -> Path:
+    def write_policy(self, speed: float = 60.0, *, static: bool = False) -> Path:
         """The demo policy (``demo.policy``) for this stack, as a file."""
         path = self.root / "policy.toml"
-        path.write_text(demo_policy_text(self.endpoints(), speed=speed))
+        path.write_text(demo_policy_text(self.endpoints(), speed=speed, static=static))
         return path

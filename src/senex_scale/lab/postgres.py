@@ -9,9 +9,7 @@ never as text in a statement or a log. When the lab runs as root the server runs
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from senex_scale.lab.base import HOST, LabError, Server
+from senex_scale.render.scram import scram_secret
 
 SUPERUSER = "postgres"
 DEFAULT_SETTINGS: Mapping[str, str] = {
@@ -55,21 +54,13 @@ def _pg_bin() -> Path:
 
 
 def scram_verifier(user: str, password: str, iterations: int = SCRAM_ITERATIONS) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (ASCII passwords).
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (``render.scram``).
 
     The salt is derived from user and password, so the lab's PostgreSQL (``create_role``) and
     PgBouncer (``userlist.txt``) hold the same verifier, which PgBouncer needs to pass a
     client's SCRAM login through to the server. Fine for a loopback lab; never for real."""
     salt = hashlib.sha256(f"senex-lab\0{user}\0{password}".encode()).digest()[:16]
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+    return scram_secret(password, salt=salt, iterations=iterations)
 
 
 def dsn(

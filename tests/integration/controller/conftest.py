@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 from senex_scale.lab import Nginx, Prometheus, Redis, Supervisord, free_port_range, static_job
+from senex_scale.lab.nginx import proxy_http
 from senex_scale.testing import wait_until
 
 INSTANCES = 4
@@ -89,19 +90,6 @@ autorestart=unexpected
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=5
-"""
-
-NGINX_HTTP = """
-include {root}/upstream.conf;
-server {
-    listen 127.0.0.1:{port};
-    location / {
-        proxy_pass http://senex_web;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_next_upstream error timeout http_502;
-    }
-}
 """
 
 EMPTY_UPSTREAM = """\
@@ -330,7 +318,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     (root / "nginx" / "upstream.conf").write_text(EMPTY_UPSTREAM)
     with contextlib.ExitStack() as servers:
         sv = servers.enter_context(Supervisord(root / "sv", programs=programs))
-        nginx = servers.enter_context(Nginx(root / "nginx", http=NGINX_HTTP))
+        http = proxy_http(next_upstream="error timeout http_502")
+        nginx = servers.enter_context(Nginx(root / "nginx", http=http))
         redis = servers.enter_context(Redis(root / "redis"))
         prometheus = servers.enter_context(
             Prometheus(
