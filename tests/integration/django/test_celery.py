@@ -38,6 +38,7 @@ def worker(django_setup: Stack) -> Iterator[Any]:
             "--loglevel", "INFO"]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=DEMO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    before = os.environ.get("DJANGO_SETTINGS_MODULE")
     try:
         from senextrader.celery import app
 
@@ -50,6 +51,10 @@ def worker(django_setup: Stack) -> Iterator[Any]:
         app.conf.senex_metrics_port = metrics_port
         yield app
     finally:
+        # importing the demo's Celery app sets DJANGO_SETTINGS_MODULE for this process;
+        # the tests after this one (and the workers they start) must not inherit it
+        if before is None:
+            os.environ.pop("DJANGO_SETTINGS_MODULE", None)
         proc.terminate()
         try:
             proc.wait(20)
