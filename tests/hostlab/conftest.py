@@ -15,11 +15,8 @@ at BASE + n. systemd learns the template through ``SystemdRuntime.daemon_reload(
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -37,11 +34,8 @@ from senex_scale.runtimes.transport import Completed, NsenterTransport, run
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "hostlab"
 LAB = Path(os.environ.get("SENEX_HOSTLAB_DIR", "/var/cache/senex-scale/hostlab"))
-CANNOT = 75
-"""scripts/hostlab's exit status for "this machine cannot run the lab"."""
 IMAGE = "localhost/senex-hostlab:latest"
 MAX = 4
-LOCK_TIMEOUT = 1800.0
 """Longest wait for another test session's use of the lab to end."""
 """The pool's max: instances 1..MAX."""
 
@@ -107,48 +101,10 @@ class HostLab:
         return run(NsenterTransport(pid), argv, timeout)
 
 
-@contextlib.contextmanager
-def exclusive(path: Path, timeout: float) -> Iterator[None]:
-    """One test session at a time uses the lab: another session's ``down`` would pull it
-    away mid-test. A lock file beside the cache, waited for at most ``timeout`` seconds."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = path.open("a")
-    except OSError:
-        yield  # no cache directory here: scripts/hostlab says why
-        return
-    with handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another test session has held {path} for {timeout:g}s")
-                time.sleep(1)
-        yield
-
-
 @pytest.fixture(scope="session")
-def hostlab() -> Iterator[HostLab]:
-    """The running host lab (started for the session unless it already ran)."""
-    with exclusive(LAB.with_name(LAB.name + ".lock"), LOCK_TIMEOUT):
-        was_up = subprocess.run(
-            [str(SCRIPT), "status"], capture_output=True, text=True, check=False, timeout=60
-        )
-        up = subprocess.run(
-            [str(SCRIPT), "up"], capture_output=True, text=True, check=False, timeout=1200
-        )
-        if up.returncode == CANNOT:
-            pytest.skip(f"no host lab here: {up.stderr.strip().splitlines()[-1]}")
-        if up.returncode != 0:
-            pytest.fail(f"scripts/hostlab up failed ({up.returncode}):\n{up.stderr[-3000:]}")
-        try:
-            yield HostLab(LAB / "rootfs", LAB / "run" / "systemd.pid")
-        finally:
-            if was_up.returncode != 0:
-                subprocess.run([str(SCRIPT), "down"], capture_output=True, check=False, timeout=120)
+def hostlab(hostlab_up: Path) -> HostLab:
+    """The running host lab (``hostlab_up`` of tests/conftest.py boots it for the session)."""
+    return HostLab(LAB / "rootfs", hostlab_up)
 
 
 @dataclass(frozen=True)

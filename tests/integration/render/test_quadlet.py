@@ -4,12 +4,10 @@ calendars through ``systemd-analyze calendar``."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,6 @@ from senex_scale.runtimes.transport import NsenterTransport, run
 QUADLET = "usr/libexec/podman/quadlet"
 REPO = Path(__file__).resolve().parents[3]
 LAB = Path(os.environ.get("SENEX_HOSTLAB_DIR", "/var/cache/senex-scale/hostlab"))
-CANNOT = 75
-"""scripts/hostlab's exit status for "this machine cannot run the lab"."""
 
 
 def hostlab_rootfs() -> Path | None:
@@ -114,31 +110,10 @@ def test_quadlet_generator_refuses_the_seeds_memory_key(
 
 
 @pytest.fixture
-def booted(rootfs: Path) -> Iterator[NsenterTransport]:
-    """The host lab booted (its systemd as PID 1), under the lab's lock like tests/hostlab:
-    a lab that was running is left running, one booted here is shut down afterwards."""
-    script = REPO / "scripts" / "hostlab"
-    with LAB.with_name(LAB.name + ".lock").open("a") as lock:
-        deadline = time.monotonic() + 1800
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                assert time.monotonic() < deadline, "another session holds the host lab"
-                time.sleep(1)
-        was_up = subprocess.run([str(script), "status"], capture_output=True, check=False)
-        up = subprocess.run(
-            [str(script), "up"], capture_output=True, text=True, check=False, timeout=1200
-        )
-        if up.returncode == CANNOT:
-            pytest.skip(f"no host lab here: {up.stderr.strip()[-300:]}")
-        assert up.returncode == 0, up.stderr[-3000:]
-        try:
-            yield NsenterTransport(int((LAB / "run" / "systemd.pid").read_text()))
-        finally:
-            if was_up.returncode != 0:
-                subprocess.run([str(script), "down"], capture_output=True, check=False, timeout=120)
+def booted(rootfs: Path, hostlab_up: Path) -> NsenterTransport:
+    """The host lab booted (its systemd as PID 1): ``hostlab_up`` of tests/conftest.py, the
+    same session-wide holder of the lab's lock as tests/hostlab."""
+    return NsenterTransport(int(hostlab_up.read_text()))
 
 
 PROBE = "senex-render-probe"
