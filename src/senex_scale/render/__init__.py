@@ -8,8 +8,11 @@ output directory atomically; ``monitoring`` holds the seed's decision matrix as 
 and the Grafana dashboard; ``scram`` computes PgBouncer/PostgreSQL SCRAM-SHA-256 secrets.
 """
 
-from senex_scale.render.inventory import Inventory, InventoryError, load_inventory
-from senex_scale.render.render import RenderedFile, RenderError, Result, render
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from senex_scale.render.inventory import Inventory, InventoryError, load_inventory
+    from senex_scale.render.render import RenderedFile, RenderError, Result, render
 
 __all__ = [
     "Inventory",
@@ -20,3 +23,22 @@ __all__ = [
     "load_inventory",
     "render",
 ]
+
+_WHERE = {
+    "Inventory": "inventory",
+    "InventoryError": "inventory",
+    "load_inventory": "inventory",
+    "RenderError": "render",
+    "RenderedFile": "render",
+    "Result": "render",
+    "render": "render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: ``senex-scale --help`` should not pay for Jinja2 and the models."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
