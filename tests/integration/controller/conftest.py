@@ -140,6 +140,8 @@ class Stack:
     prometheus: Prometheus
     gauge: LoadGauge
     base: int
+    first_workers: set[int] = field(default_factory=set)
+    """nginx's workers before the controller ran (serving the empty upstream)."""
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     files: list[Any] = field(default_factory=list)
 
@@ -281,9 +283,11 @@ scale_in = {{ below = 5, for = "{values["in_for"]}" }}
         return found
 
     def nginx_settled(self) -> bool:
-        """nginx runs one worker only: no worker from before the last reload still answers."""
+        """nginx was reloaded since the stack started (the first add) and runs one worker
+        only: no worker of the empty upstream is left to answer 502."""
         assert self.nginx.pid is not None
-        return len(psutil.Process(self.nginx.pid).children()) == 1
+        workers = {c.pid for c in psutil.Process(self.nginx.pid).children()}
+        return len(workers) == 1 and not workers & self.first_workers
 
     def stop_controllers(self) -> None:
         for proc in self.procs:
@@ -330,6 +334,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             lambda: prometheus.query("senex_test_load") != [], 30, "Prometheus's first scrape"
         )
         s = Stack(root, sv, nginx, redis, prometheus, gauge, base)
+        assert nginx.pid is not None
+        s.first_workers = {c.pid for c in psutil.Process(nginx.pid).children()}
         try:
             yield s
         finally:

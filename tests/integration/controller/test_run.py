@@ -26,8 +26,14 @@ def _status(url: str) -> dict[str, Any]:
 
 
 def _at_rest(stack: Any) -> bool:
+    """Both pools at 1, and nginx (reloaded, no worker of the empty upstream left) answers
+    through web@1."""
     return (
-        stack.running("web") == {1} and stack.upstream() == {1} and stack.running("worker") == {1}
+        stack.running("web") == {1}
+        and stack.upstream() == {1}
+        and stack.running("worker") == {1}
+        and stack.nginx_settled()
+        and httpx.get(f"{stack.nginx.url}/", timeout=5).status_code == 200
     )
 
 
