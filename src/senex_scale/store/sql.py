@@ -230,28 +230,54 @@ class Store:
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
+    def _connection(self) -> Any:
+        """The open connection; a PostgreSQL one lost earlier is opened again."""
+        if self._conn is None:
+            self._conn = self._open_postgres(self.url)
+        return self._conn
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Database errors as ``TemporaryError`` naming the store (password masked); a broken
+        PostgreSQL connection is dropped, to be opened again by the next call."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise TemporaryError(f"state {self.path}: {exc}") from exc
+        except Exception as exc:
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            if self._conn is not None and self._conn.closed:
+                self._conn = None
+            message = str(exc).replace(self.url, redact_url(self.url)).strip()
+            lines = message.splitlines() or ["connection lost"]
+            raise TemporaryError(f"state {redact_url(self.url)}: {lines[0]}") from exc
+
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         """A transaction; yields a cursor-like object with ``execute``."""
-        with self._lock:
+        with self._lock, self._failures():
+            conn = self._connection()
             if self.dialect == "sqlite":
-                self._conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield self._conn
+                    yield conn
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
             else:
-                with self._conn.transaction():
-                    yield self._conn
+                with conn.transaction():
+                    yield conn
 
     def _exec(self, db: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return db.execute(self._sql(sql), params)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return list(self._conn.execute(self._sql(sql), params).fetchall())
+        with self._lock, self._failures():
+            return list(self._connection().execute(self._sql(sql), params).fetchall())
 
     def _migrate(self) -> None:
         ident = (
@@ -270,7 +296,8 @@ class Store:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     # ------------------------------------------------------------------ key/value
 

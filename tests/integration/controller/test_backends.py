@@ -145,3 +145,24 @@ def test_redis_lock_expires_when_its_holder_stops_renewing(redis_server: Redis) 
         assert not a.acquire(), "a's token no longer matches"
     finally:
         b.release()
+
+
+def test_postgres_store_survives_a_database_restart(pg: Postgres) -> None:
+    """The store down: a TemporaryError naming it (password masked), which the loop logs and
+    retries next tick; back up: the same store object works again (it reconnects)."""
+    store = open_store(pg.url("senex", PASSWORD, "senex"))
+    try:
+        store.put("probe", 1)
+        pg.stop()
+        try:
+            with pytest.raises(TemporaryError, match=r"state postgresql://senex:\*\*\*@") as info:
+                store.put("probe", 2)
+            assert PASSWORD not in str(info.value)
+            with pytest.raises(TemporaryError):
+                store.get("probe")
+        finally:
+            pg.start()
+        store.put("probe", 3)
+        assert store.get("probe") == 3
+    finally:
+        store.close()
