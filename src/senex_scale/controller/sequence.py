@@ -126,26 +126,31 @@ class ScaleSequence:
         taken = set(self.running())
         candidates = [n for n in range(1, self.pool.max + 1) if n not in taken][:count]
         for n in candidates:
-            try:
-                self.runtime.start(n)
-                self._step(outcome, n, "start")
-                why = self._wait_ready(n)
-                if why is not None:
-                    raise _StepFailedError(why)
-                self._step(outcome, n, "healthy")
-                if self.balancer is not None:
-                    self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
-                    self._step(outcome, n, "add")
-                outcome.done.append(n)
-            except (SenexError, _StepFailedError) as exc:
-                outcome.failed[n] = str(exc)
-                self._step(outcome, n, "failed", str(exc))
-                self._stop_quietly(n, outcome)
+            self._bring_in(n, outcome, start=True)
         if len(candidates) < count:
             outcome.failed[0] = (
                 f"only {len(candidates)} free instance numbers below max {self.pool.max}"
             )
         return outcome
+
+    def _bring_in(self, n: int, outcome: Outcome, *, start: bool) -> None:
+        """(Start,) wait until healthy, add; on any failure stop it again (never added)."""
+        try:
+            if start:
+                self.runtime.start(n)
+                self._step(outcome, n, "start")
+            why = self._wait_ready(n)
+            if why is not None:
+                raise _StepFailedError(why)
+            self._step(outcome, n, "healthy")
+            if self.balancer is not None:
+                self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
+                self._step(outcome, n, "add")
+            outcome.done.append(n)
+        except (SenexError, _StepFailedError) as exc:
+            outcome.failed[n] = str(exc)
+            self._step(outcome, n, "failed", str(exc))
+            self._stop_quietly(n, outcome)
 
     def scale_in(self, count: int) -> Outcome:
         """Drain, wait, stop and remove ``count`` instances, least loaded (then newest) first."""
@@ -190,19 +195,7 @@ class ScaleSequence:
         """Finish a start a crash cut short: ``n`` runs but is not in the balancer. Added once
         healthy (bounded by start_timeout); stopped when it never becomes healthy."""
         outcome = Outcome()
-        try:
-            why = self._wait_ready(n)
-            if why is not None:
-                raise _StepFailedError(why)
-            self._step(outcome, n, "healthy")
-            if self.balancer is not None:
-                self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
-                self._step(outcome, n, "add")
-            outcome.done.append(n)
-        except (SenexError, _StepFailedError) as exc:
-            outcome.failed[n] = str(exc)
-            self._step(outcome, n, "failed", str(exc))
-            self._stop_quietly(n, outcome)
+        self._bring_in(n, outcome, start=False)
         return outcome
 
     def retire(self, n: int) -> Outcome:
