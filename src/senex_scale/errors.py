@@ -11,6 +11,7 @@ carries; anything else is a bug and keeps its traceback.
     ├── TemporaryError               exit 1  worth retrying: a source timed out, a unit is busy
     │   └── SourceError                      a metric source could not answer
     └── PermanentError               exit 1  retrying will not help: a unit does not exist
+        └── FencedError                      another controller took the lead: stop acting
 
 Temporary and permanent failures are separate classes so that retry logic can tell them apart
 without parsing messages (the kopf ``TemporaryError``/``PermanentError`` split).
@@ -63,3 +64,8 @@ class SourceError(TemporaryError):
 
 class PermanentError(SenexError):
     """A failure that retrying will not fix."""
+
+
+class FencedError(PermanentError):
+    """This controller's fencing token is no longer the newest: another one leads. Whoever
+    gets it stops acting at once (between two steps of a sequence) and stands by."""

@@ -1,6 +1,6 @@
 """``senex-scale run``: the loop, the status page in a thread, and the signals.
 
-SIGTERM and SIGINT end the loop once the tick in flight (and its scale action) is done;
+SIGTERM and SIGINT end the loop; the actions in flight (on the pool workers) finish first;
 SIGHUP reloads the policy file, keeping the old policy if the new one is invalid. The status
 page and /metrics are served by uvicorn in a background thread (it installs no signal
 handlers there), bound to ``controller.listen`` (loopback by default).
@@ -111,7 +111,10 @@ def run(options: DaemonOptions) -> int:
         from senex_scale.web.app import create_app
 
         host, port = parse_listen(options.listen or policy.controller.listen)
-        web = WebThread(create_app(store, metrics=metrics, control=loop, token=token), host, port)
+        app = create_app(
+            store, metrics=metrics, control=loop, token=token, controller_id=loop.controller_id
+        )
+        web = WebThread(app, host, port)
         web.start()
         log.info("status page", url=f"http://{host}:{port}/")
 

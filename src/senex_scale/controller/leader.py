@@ -10,11 +10,14 @@
                 PEXPIRE script; a dead leader's key expires after ttl (1.5 intervals by
                 default), so a standby takes over within two intervals.
 
-Every acquisition takes a fencing token from the store (``Store.next_fence``); the action
-journal refuses a token older than one already used, so a leader that was paused (not dead)
-and lost its lock cannot act after waking up. Why not a library (python-redis-lock, pottery):
-the Redis part is the documented single-instance algorithm (SET NX PX + a compare script, as
-redis-py's own ``Lock`` does; we use that ``Lock``), the other two are one system call each.
+Every acquisition takes a fencing token from the store (``Store.next_fence``); every write
+of the leader's (journal, decisions, memory, the status) and every step of a scale sequence
+checks that its token is still the newest one handed out, so a leader that was paused (not
+dead) and lost its lock cannot act after waking up, not even between two steps.
+
+Why not a library (python-redis-lock, pottery): the Redis part is the documented
+single-instance algorithm (SET NX PX + a compare script, as redis-py's own ``Lock`` does; we
+use that ``Lock``), the other two are one system call each.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,7 +127,12 @@ class PostgresLeader:
 
 
 class RedisLeader:
-    """A Redis key with a TTL (redis-py's ``Lock``), renewed in the background."""
+    """A Redis key with a TTL (redis-py's ``Lock``), renewed in the background.
+
+    The renewer keeps trying through errors (a Redis restart, a network blip) until the
+    TTL since its last successful renewal has run out; then the lock is lost, and the next
+    ``acquire()`` says so (False) instead of quietly taking the key again: the controller
+    steps down, and leads again only with a new fencing token and a reconcile."""
 
     kind = "redis"
 
@@ -135,17 +144,31 @@ class RedisLeader:
         self.lock = self.client.lock(name, timeout=ttl, blocking=False, thread_local=False)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._held = False
+        self._renewed = 0.0
+        """monotonic() of the last successful take or renewal."""
 
     def acquire(self) -> bool:
         import redis
 
-        try:
-            if self.lock.owned():
+        if self._held:
+            lapsed = time.monotonic() - self._renewed >= self.ttl
+            try:
+                owned = not lapsed and self.lock.owned()
+            except redis.RedisError:
+                # cannot tell: we hold it for as long as the last renewal lasts
+                owned = not lapsed
+            if owned:
                 return True
+            self._step_down()
+            return False
+        try:
             if not self.lock.acquire(blocking=False):
                 return False
         except redis.RedisError:
             return False
+        self._held = True
+        self._renewed = time.monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="leader-renew", daemon=True)
         self._renewer.start()
@@ -154,16 +177,31 @@ class RedisLeader:
     def _renew(self) -> None:
         import redis
 
-        while not self._stop.wait(self.ttl / 3):
+        while not self._stop.wait(self.ttl / 3 if self._fresh() else self.ttl / 10):
             try:
                 self.lock.reacquire()
-            except (redis.RedisError, Exception):
-                return  # lost it: acquire() will say so at the next tick
+                self._renewed = time.monotonic()
+            except redis.exceptions.LockNotOwnedError:
+                return  # expired and maybe taken: acquire() will step down
+            except redis.RedisError:
+                if time.monotonic() - self._renewed >= self.ttl:
+                    return  # the key has expired by now
+                # a blip: try again sooner
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._renewed < self.ttl / 2
+
+    def _step_down(self) -> None:
+        self._held = False
+        self._stop.set()
+        self.lock.local.token = None
 
     def release(self) -> None:
         self._stop.set()
-        with contextlib.suppress(Exception):
-            self.lock.release()
+        if self._held:
+            with contextlib.suppress(Exception):
+                self.lock.release()
+        self._held = False
 
 
 class NoLeader:

@@ -1,32 +1,32 @@
 """The controller: every interval, collect -> decide -> act -> record. ``senex-scale run``.
 
-One tick::
+One tick (it never waits for an action; see ``act.py`` for the workers)::
 
-    leader lock? --no--> standby: record the status, act on nothing
-        | yes (newly: take a fencing token, reconcile first)
+    leader lock? --no--> standby: record its own status, act on nothing
+        | yes (newly: a fencing token, then takeover reconcile: reconcile.py)
+    deposed (a worker met a newer fence)? --> step down, lead again next tick with a new token
     collect every rule's metric (a failed source = missing data, never zero; counted)
     store the samples; read back each rule's window from the store (survives restarts)
-    instances = runtime.list() + balancer.members()     (a pool that cannot be listed: held)
-    plan = core.Decider.decide(observation, now)
-    per decision: hold | dry-run | backoff | act (journal "running" -> sequence -> outcome)
-    record the tick (chart rows, status snapshot), metrics; prune old rows hourly
+    instances = runtime.list() + balancer.members(), and the drift between them  (collect.py)
+    plan = core.Decider.decide(observation, now)                      (pure; memory is data)
+    live reconcile: orphaned journal entries closed; drifted idle pools repaired
+    per decision: hold | busy | dry-run | backoff | a job on the pool's worker       (act.py)
+    record the tick (chart rows, status snapshot, jobs in flight), metrics      (record.py)
 
-Reconciliation (at start and at every takeover), before deciding anything: balancer members
-whose instance is not running are removed; running instances missing from the balancer are
-added once healthy or stopped; a drained member left by an interrupted scale-in is stopped
-and removed. Journal entries still "running" are closed as "interrupted", and the count
-change they made is remembered as a scale event, so cooldowns hold and nothing is done twice.
+The module is split by responsibility: ``context`` (what the parts share: store, fence,
+pools, memory lock), ``collect``, ``act`` (workers, scale jobs, action rules, backoff),
+``reconcile`` (takeover and live) and ``record``; this one holds the lifecycle (run, stop,
+reload) and the order of a tick.
 
-A failed scale action is retried with backoff (``controller.backoff``, doubling per failure,
-at most 16x); instances that failed to start were stopped by the sequence and are not capacity.
-``stop()`` (SIGTERM) ends the loop after the action in flight; ``request_reload()`` (SIGHUP)
-loads the policy file again at the next tick and keeps the old one if the new one is invalid.
+``stop()`` (SIGTERM) ends the loop and then waits for the actions in flight to finish;
+``request_reload()`` (SIGHUP) loads the policy file again at the next tick and keeps the
+old one if the new one is invalid.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,41 +36,28 @@ from typing import Any
 
 import structlog
 
-from senex_scale.actions.base import ActionContext
-from senex_scale.balancers.base import Balancer, MemberState, build_balancer
+from senex_scale.balancers.base import Balancer
+from senex_scale.controller.act import Actor, Workers
+from senex_scale.controller.collect import Listing, ingest, list_instances
+from senex_scale.controller.context import Context, PoolHandle, build_pool
 from senex_scale.controller.leader import Leader
-from senex_scale.controller.sequence import Outcome, ScaleSequence, Step
-from senex_scale.core.decide import Decider, Decision, Plan, RuleStatus
-from senex_scale.core.state import Instance, InstanceState, Observation
-from senex_scale.errors import PolicyError, SenexError
-from senex_scale.plugins import resolve
+from senex_scale.controller.reconcile import Reconciler
+from senex_scale.controller.record import status_doc, update_metrics
+from senex_scale.core.decide import Decider, Plan
+from senex_scale.core.state import Observation
+from senex_scale.errors import FencedError, PolicyError, SenexError
 from senex_scale.policy import load_policy
-from senex_scale.policy.models import ActionRule, Policy, Pool, TargetRule, ThresholdRule
-from senex_scale.runtimes.base import Runtime, UnitState, build_runtime
+from senex_scale.policy.models import Policy, Pool
+from senex_scale.runtimes.base import Runtime
 from senex_scale.sources.base import MetricSource
-from senex_scale.sources.collect import Collector, Reading, requests_for
-from senex_scale.store.sql import Store, redact_url
+from senex_scale.sources.collect import Collector, requests_for
+from senex_scale.store.sql import Store
 from senex_scale.telemetry.metrics import Metrics
 
 PRUNE_EVERY = 3600.0
 """Seconds between retention prunes."""
-BACKOFF_CAP = 16
-"""The backoff doubles per consecutive failure up to this many times ``controller.backoff``."""
-
-
-@dataclass
-class PoolHandle:
-    """A pool's runtime, balancer and sequence, or why they could not be built."""
-
-    name: str
-    spec: Pool
-    runtime: Runtime | None = None
-    balancer: Balancer | None = None
-    error: str | None = None
-
-    def sequence(self, **kwargs: Any) -> ScaleSequence:
-        assert self.runtime is not None
-        return ScaleSequence(self.name, self.spec, self.runtime, self.balancer, **kwargs)
+STOP_WAIT = 900.0
+"""Longest wait at SIGTERM for the actions in flight (a drain is bounded by its timeout)."""
 
 
 @dataclass
@@ -81,8 +68,13 @@ class TickReport:
     leading: bool
     plan: Plan | None = None
     outcomes: dict[str, str] = field(default_factory=dict)
-    """Per pool or action rule: the outcome recorded."""
+    """Per pool or action rule: hold, busy, dry-run, backoff, failed, or running (a job)."""
     reconciled: list[str] = field(default_factory=list)
+
+
+def default_controller_id() -> str:
+    """``host:pid``: unique among the controllers sharing one state."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ControllerLoop:
@@ -103,6 +95,7 @@ class ControllerLoop:
         log: Any = None,
         build_source: Callable[[str, Any], MetricSource] | None = None,
         build_pool: Callable[[str, Pool], tuple[Runtime, Balancer | None]] | None = None,
+        controller_id: str | None = None,
     ) -> None:
         self.policy_path = policy_path
         self.store = store
@@ -110,11 +103,22 @@ class ControllerLoop:
         self.dry_run = dry_run or policy.controller.dry_run
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.sleep = sleep
-        self.healthy = healthy
         self.log = log or structlog.get_logger("senex_scale.controller")
+        self.ctx = Context(
+            store=store,
+            leader=leader,
+            metrics=self.metrics,
+            log=self.log,
+            controller_id=controller_id or default_controller_id(),
+            policy=policy,
+            clock=clock,
+            sleep=sleep,
+            healthy=healthy,
+        )
+        self.workers = Workers(self.ctx)
+        self.actor = Actor(self.ctx, self.workers)
+        self.reconciler = Reconciler(self.ctx, self.workers)
         self.leading = False
-        self.fence = 0
         self.paused = False
         self.reload_error: str | None = None
         self._stop = threading.Event()
@@ -123,8 +127,17 @@ class ControllerLoop:
         self._last_prune = 0.0
         self._source_errors: dict[str, str] = {}
         self._build_source = build_source
-        self._build_pool = build_pool or _build_pool
+        self._build_pool = build_pool or build_pool_default
         self._apply(policy)
+
+    @property
+    def fence(self) -> int:
+        """This controller's fencing token (0 before it first leads)."""
+        return self.ctx.fence
+
+    @property
+    def controller_id(self) -> str:
+        return self.ctx.controller_id
 
     # ------------------------------------------------------------------ policy
 
@@ -133,17 +146,20 @@ class ControllerLoop:
         if old is not None:
             old.close()
         self.policy = policy
+        self.ctx.policy = policy
         self.decider = Decider(policy)
+        self.ctx.keep = self.decider.keep
         self.collector = Collector(policy, self._build_source)
         self.windows = {r.rule: r.window for r in requests_for(policy)}
-        self.pools: dict[str, PoolHandle] = {}
+        pools: dict[str, PoolHandle] = {}
         for name, spec in policy.pools.items():
             handle = PoolHandle(name, spec)
             try:
                 handle.runtime, handle.balancer = self._build_pool(name, spec)
             except SenexError as exc:
                 handle.error = str(exc)
-            self.pools[name] = handle
+            pools[name] = handle
+        self.ctx.pools = pools  # jobs in flight keep the handles they started with
 
     def request_reload(self) -> None:
         """Load the policy file again before the next tick (SIGHUP)."""
@@ -169,13 +185,21 @@ class ControllerLoop:
     # ------------------------------------------------------------------ lifecycle
 
     def stop(self) -> None:
-        """End the loop after the tick (and action) in flight (SIGTERM)."""
+        """End the loop; the actions in flight finish first (SIGTERM)."""
         self._stop.set()
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until no action is in flight (tests, ``--once``, shutdown)."""
+        return self.workers.wait(timeout)
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """The jobs running now: pool (or action:RULE), what, since."""
+        return self.workers.in_flight()
 
     def run(self, ticks: int | None = None) -> None:
         """Tick every interval until ``stop()`` (or ``ticks`` ticks)."""
@@ -197,6 +221,9 @@ class ControllerLoop:
                 if wait > 0:
                     self._wake.wait(wait)
         finally:
+            if self.in_flight():
+                self.log.info("waiting for the actions in flight", jobs=self.in_flight())
+            self.settle(STOP_WAIT)
             self.leader.release()
             self.metrics.leader.set(0)
             self.collector.close()
@@ -208,469 +235,108 @@ class ControllerLoop:
         started = time.monotonic()
         now = self.clock()
         report = TickReport(now, leading=False)
+        try:
+            self._lead(report)
+            if not report.leading:
+                self._record(now, None, None, role="standby")
+                return report
+            now = self.clock()
+            self._leading_tick(now, report)
+        except FencedError as exc:
+            self._step_down(str(exc))
+            report.leading = False
+            return report
+        self.metrics.tick_duration.observe(time.monotonic() - started)
+        self.metrics.last_tick.set(now)
+        return report
+
+    def _lead(self, report: TickReport) -> None:
         was_leading = self.leading
+        if was_leading and self.ctx.deposed.is_set():
+            self._step_down("a newer fencing token was handed out")
+            was_leading = False
         self.leading = self.leader.acquire()
         self.metrics.leader.set(1 if self.leading else 0)
         report.leading = self.leading
         if not self.leading:
             if was_leading:
                 self.log.warning("lost the leader lock; standing by")
-            self._record_status(now, None, {}, {}, role="standby")
-            return report
+            return
         if not was_leading:
-            self.fence = self.store.next_fence()
-            self.log.info("leading", lock=self.leader.kind, fence=self.fence)
-            report.reconciled = self.reconcile()
-            now = self.clock()
+            self.ctx.deposed.clear()
+            self.ctx.fence = self.store.next_fence()
+            self.log.info("leading", lock=self.leader.kind, fence=self.ctx.fence)
+            report.reconciled = self.reconciler.takeover(dry_run=self.dry_run)
 
-        readings = self.collector.collect(now)
-        errors = self._ingest(readings)
-        instances, broken = self._instances()
+    def _step_down(self, why: str) -> None:
+        self.log.warning("stepping down", why=why)
+        self.leading = False
+        self.metrics.leader.set(0)
+        self.leader.release()
+
+    def _leading_tick(self, now: float, report: TickReport) -> None:
+        ctx = self.ctx
+        errors, self._source_errors = ingest(ctx, self.collector.collect(now))
+        listing = list_instances(ctx)
         samples = {
             rule: self.store.samples(rule, now - window - self.policy.controller.gap_bound)
             for rule, window in self.windows.items()
         }
-        memory = self.store.load_memory()
-        plan = self.decider.decide(Observation(instances, samples, errors, memory), now)
-        self.store.save_memory(plan.memory)
+        with ctx.memory_lock:
+            memory = self.store.load_memory()
+            plan = self.decider.decide(Observation(listing.instances, samples, errors, memory), now)
+            self.store.save_memory(plan.memory, fence=ctx.fence)
+        acting = not (self.dry_run or self.paused)
+        if acting:
+            self.reconciler.live(listing, now)
         for decision in plan.decisions:
-            key = decision.pool if decision.kind == "scale" else decision.rule
-            assert key is not None
-            report.outcomes[key] = self._carry_out(decision, broken, now)
+            if decision.kind == "action":
+                assert decision.rule is not None
+                report.outcomes[decision.rule] = self.actor.action(
+                    decision, dry_run=not acting, now=now
+                )
+                continue
+            assert decision.pool is not None
+            report.outcomes[decision.pool] = self.actor.scale(
+                decision,
+                broken=listing.broken.get(decision.pool),
+                dry_run=not acting,
+                now=now,
+            )
         report.plan = plan
-        counts = {name: len(items) for name, items in instances.items()}
-        self._record_status(now, plan, counts, broken, role="leader")
-        self._update_metrics(plan, counts, broken)
+        self._record(now, plan, listing, role="leader")
+        update_metrics(ctx, plan, listing)
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             self.store.prune(now - self.policy.controller.retention)
-        self.metrics.tick_duration.observe(time.monotonic() - started)
-        self.metrics.last_tick.set(now)
-        return report
-
-    def _ingest(self, readings: list[Reading]) -> dict[str, str]:
-        errors: dict[str, str] = {}
-        self._source_errors = {}
-        for reading in readings:
-            if reading.error is not None:
-                errors[reading.rule] = reading.error
-                self._source_errors[reading.source] = reading.error
-                self.metrics.source_errors.labels(reading.source).inc()
-                self.log.warning(
-                    "source failed", source=reading.source, rule=reading.rule, error=reading.error
-                )
-            elif reading.samples:
-                self.store.add_samples(reading.rule, reading.samples)
-        return errors
-
-    def _instances(self) -> tuple[dict[str, list[Instance]], dict[str, str]]:
-        """Core instances per pool from its runtime and balancer; pools that cannot be listed."""
-        out: dict[str, list[Instance]] = {}
-        broken: dict[str, str] = {}
-        for name, handle in self.pools.items():
-            if handle.runtime is None:
-                broken[name] = handle.error or "no runtime"
-                out[name] = []
-                continue
-            try:
-                units = handle.runtime.list()
-                members = {m.n: m for m in handle.balancer.members()} if handle.balancer else None
-            except SenexError as exc:
-                broken[name] = f"cannot list instances: {exc}"
-                out[name] = []
-                continue
-            items = []
-            for unit in units:
-                if unit.state not in (UnitState.RUNNING, UnitState.STARTING):
-                    continue
-                state = InstanceState.READY
-                if unit.state is UnitState.STARTING:
-                    state = InstanceState.STARTING
-                elif members is not None:
-                    member = members.get(unit.n)
-                    if member is None:
-                        state = InstanceState.STARTING
-                    elif member.state is not MemberState.READY:
-                        state = InstanceState.DRAINING
-                items.append(Instance(str(unit.n), state, unit.started_at))
-            out[name] = items
-        return out, broken
-
-    # ------------------------------------------------------------------ acting
-
-    def _carry_out(self, decision: Decision, broken: dict[str, str], now: float) -> str:
-        doc = decision.as_dict()
-        label = decision.pool or ""
-        if decision.kind == "action":
-            outcome = self._run_action(decision, doc, now)
-            self.metrics.decisions.labels(label, outcome).inc()
-            return outcome
-        assert decision.pool is not None
-        pool = decision.pool
-        detail: dict[str, Any] = {}
-        if not decision.act:
-            outcome = "hold"
-        elif pool in broken:
-            outcome, detail = "failed", {"error": broken[pool]}
-        elif self.dry_run or self.paused:
-            outcome, detail = "dry-run", {"paused": self.paused}
-        elif (wait := self._backoff_left(pool, now)) > 0:
-            outcome, detail = "backoff", {"retry_in": round(wait, 1)}
-        else:
-            outcome = self._scale(decision, doc, now)
-            self.metrics.decisions.labels(label, outcome).inc()
-            return outcome
-        if pool in broken and decision.act:
-            self.log.error("pool cannot act", pool=pool, error=broken[pool])
-        self.store.record_decision(now, doc, outcome, detail, dry_run=self.dry_run)
-        self.metrics.decisions.labels(label, outcome).inc()
-        return outcome
-
-    def _scale(self, decision: Decision, doc: dict[str, Any], now: float) -> str:
-        pool = decision.pool
-        assert pool is not None
-        handle = self.pools[pool]
-        decision_id = self.store.record_decision(now, doc, "running", {}, dry_run=False)
-        action_id = self.store.begin_action(
-            decision_id,
-            pool,
-            decision.direction,
-            decision.current,
-            decision.desired,
-            self.fence,
-            now,
-        )
-        self.log.info(
-            "scaling",
-            pool=pool,
-            direction=decision.direction,
-            current=decision.current,
-            desired=decision.desired,
-            reasons=list(decision.reasons),
-        )
-        started = time.monotonic()
-        sequence = handle.sequence(**self._sequence_kwargs(pool))
-        try:
-            if decision.direction == "out":
-                result = sequence.scale_out(decision.desired - decision.current)
-            else:
-                result = sequence.scale_in(decision.current - decision.desired)
-            after = len(sequence.running())
-            error = None
-        except SenexError as exc:
-            result, after, error = Outcome(), decision.current, str(exc)
-        elapsed = time.monotonic() - started
-        self.metrics.action_duration.labels(pool, decision.direction).observe(elapsed)
-        steps = [_step_dict(s) for s in result.steps]
-        if error is None and result.ok:
-            outcome = "done"
-        elif result.done:
-            outcome = "partial"
-        else:
-            outcome = "failed"
-        end = self.clock()
-        detail: dict[str, Any] = {
-            "before": decision.current,
-            "after": after,
-            "done": result.done,
-            "failed": {str(n): why for n, why in result.failed.items()},
-            "seconds": round(elapsed, 2),
-            "steps": steps,
-        }
-        if error is not None:
-            detail["error"] = error
-        self.store.finish_action(action_id, outcome, steps, end)
-        self.store.set_outcome(decision_id, outcome, detail)
-        if after != decision.current:
-            memory = self.store.load_memory().with_scale(
-                pool, end, decision.current, after, self._keep()
-            )
-            self.store.save_memory(memory)
-        self._note_result(pool, outcome, end)
-        log = self.log.info if outcome == "done" else self.log.error
-        log(
-            "scaled",
-            pool=pool,
-            outcome=outcome,
-            before=decision.current,
-            after=after,
-            seconds=round(elapsed, 2),
-            failed=detail["failed"],
-        )
-        return outcome
-
-    def _sequence_kwargs(self, pool: str) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"clock": self.clock, "sleep": self.sleep}
-        if self.healthy is not None:
-            kwargs["healthy"] = self.healthy
-
-        def on_step(step: Step) -> None:
-            self.log.info("step", pool=pool, n=step.n, what=step.what, detail=step.detail)
-
-        kwargs["on_step"] = on_step
-        return kwargs
-
-    def _keep(self) -> float:
-        return self.decider.keep
-
-    def _backoff_left(self, pool: str, now: float) -> float:
-        state = self.store.get("backoff", {}).get(pool)
-        return max(0.0, float(state["until"]) - now) if state else 0.0
-
-    def _note_result(self, pool: str, outcome: str, now: float) -> None:
-        backoff = dict(self.store.get("backoff", {}))
-        if outcome == "done":
-            if backoff.pop(pool, None) is not None:
-                self.store.put("backoff", backoff)
-            return
-        failures = int(backoff.get(pool, {}).get("failures", 0)) + 1
-        wait = self.policy.controller.backoff * min(2 ** (failures - 1), BACKOFF_CAP)
-        backoff[pool] = {"failures": failures, "until": now + wait}
-        self.store.put("backoff", backoff)
-
-    def _run_action(self, decision: Decision, doc: dict[str, Any], now: float) -> str:
-        if decision.action is None or not decision.act:
-            return "hold"
-        if self.dry_run or self.paused:
-            self.store.record_decision(now, doc, "dry-run", {}, dry_run=True)
-            return "dry-run"
-        assert decision.rule is not None
-        context = ActionContext(
-            decision.rule, decision.pool, decision.priority.value, decision.reasons, now
-        )
-        try:
-            action = resolve("action", decision.action.type)(decision.action)
-            result = action.run(context)
-        except SenexError as exc:
-            self.store.record_decision(now, doc, "failed", {"error": str(exc)})
-            self.log.error("action failed", rule=decision.rule, error=str(exc))
-            return "failed"
-        memory = self.store.load_memory().with_action(decision.rule, now)
-        self.store.save_memory(memory)
-        self.store.record_decision(now, doc, "done", {"result": result})
-        self.log.info("action done", rule=decision.rule, result=result)
-        return "done"
-
-    # ------------------------------------------------------------------ reconciliation
-
-    def reconcile(self) -> list[str]:
-        """Repair drift between runtimes and balancers, close interrupted actions."""
-        notes: list[str] = []
-        now = self.clock()
-        interrupted = self.store.open_actions()
-        scaling_in = {a.pool for a in interrupted if a.direction == "in"}
-        for name, handle in self.pools.items():
-            if handle.runtime is None:
-                continue
-            if self.dry_run:
-                continue
-            try:
-                notes += self._repair(name, handle, finish_drain=name in scaling_in)
-            except SenexError as exc:
-                notes.append(f"{name}: cannot reconcile: {exc}")
-        for action in interrupted:
-            found = self.pools.get(action.pool)
-            after = action.before
-            if found is not None and found.runtime is not None:
-                with contextlib.suppress(SenexError):
-                    after = len(found.sequence().running())
-            end = self.clock()
-            self.store.finish_action(action.id, "interrupted", action.steps, end)
-            if action.decision_id is not None:
-                self.store.set_outcome(
-                    action.decision_id,
-                    "interrupted",
-                    {"before": action.before, "after": after, "reconciled": notes},
-                )
-            if after != action.before:
-                memory = self.store.load_memory().with_scale(
-                    action.pool, end, action.before, after, self._keep()
-                )
-                self.store.save_memory(memory)
-            notes.append(
-                f"{action.pool}: action {action.id} ({action.direction} {action.before} -> "
-                f"{action.desired}) was interrupted; {after} running now"
-            )
-        if notes:
-            doc = {
-                "kind": "reconcile",
-                "pool": None,
-                "rule": None,
-                "priority": "critical",
-                "reasons": notes,
-            }
-            self.store.record_decision(now, doc, "done", {"fence": self.fence})
-            for note in notes:
-                self.log.warning("reconciled", note=note)
-        return notes
-
-    def _repair(self, name: str, handle: PoolHandle, *, finish_drain: bool) -> list[str]:
-        if handle.balancer is None:
-            return []
-        notes = []
-        sequence = handle.sequence(**self._sequence_kwargs(name))
-        running = set(sequence.running())
-        members = {m.n: m for m in handle.balancer.members()}
-        for n, member in sorted(members.items()):
-            if n not in running:
-                result = sequence.forget(n)
-                notes.append(
-                    f"{name}@{n}: in the balancer but not running: removed" + _fail(result)
-                )
-            elif member.state is MemberState.DRAINING and finish_drain:
-                result = sequence.retire(n)
-                notes.append(
-                    f"{name}@{n}: drained by an interrupted scale-in: stopped" + _fail(result)
-                )
-        for n in sorted(running - set(members)):
-            result = sequence.adopt(n)
-            what = "added once healthy" if result.ok else "never healthy: stopped"
-            notes.append(f"{name}@{n}: running but not in the balancer: {what}" + _fail(result))
-        return notes
 
     # ------------------------------------------------------------------ recording
 
-    def _record_status(
-        self,
-        now: float,
-        plan: Plan | None,
-        counts: dict[str, int],
-        broken: dict[str, str],
-        *,
-        role: str,
-    ) -> None:
-        pools: list[dict[str, Any]] = []
-        pool_rows = []
-        if plan is not None:
-            for decision in plan.decisions:
-                if decision.kind != "scale" or decision.pool is None:
-                    continue
-                low = decision.min if decision.min is not None else 0
-                high = decision.max if decision.max is not None else 0
-                if decision.pool in broken:
-                    # its instances could not be listed: the count is unknown, not 0
-                    pools.append(
-                        {
-                            "pool": decision.pool,
-                            "current": None,
-                            "desired": None,
-                            "min": low,
-                            "max": high,
-                            "reasons": [],
-                            "error": broken[decision.pool],
-                        }
-                    )
-                    continue
-                pools.append(
-                    {
-                        "pool": decision.pool,
-                        "current": counts.get(decision.pool, decision.current),
-                        "desired": decision.desired,
-                        "min": low,
-                        "max": high,
-                        "reasons": list(decision.reasons),
-                        "error": broken.get(decision.pool),
-                        "backoff": self.store.get("backoff", {}).get(decision.pool),
-                    }
-                )
-                pool_rows.append(
-                    (
-                        decision.pool,
-                        counts.get(decision.pool, decision.current),
-                        decision.desired,
-                        low,
-                        high,
-                    )
-                )
-        rules = [self._rule_doc(status) for status in plan.rules] if plan is not None else []
-        rule_rows = [
-            (s.rule, s.pool, _finite(s.value), str(s.vote), s.held)
-            for s in (plan.rules if plan is not None else ())
-        ]
-        status = {
-            "at": now,
-            "role": role,
-            "lock": self.leader.kind,
-            "fence": self.fence,
+    def _record(self, now: float, plan: Plan | None, listing: Listing | None, *, role: str) -> None:
+        extra = {
             "dry_run": self.dry_run,
             "paused": self.paused,
-            "interval": self.policy.controller.interval,
             "policy": str(self.policy_path) if self.policy_path else "default",
             "reload_error": self.reload_error,
-            "state": redact_url(self.store.url),
-            "pools": pools,
-            "rules": rules,
-            "source_errors": dict(self._source_errors),
+            "source_errors": dict(self._source_errors) if plan is not None else {},
+            "in_flight": self.in_flight(),
         }
+        status, pool_rows, rule_rows = status_doc(
+            self.ctx, now, plan, listing, role=role, extra=extra
+        )
         if plan is None:
-            self.store.put("status", status)
+            self.store.put_status(self.controller_id, status, leader=False)
         else:
-            self.store.record_tick(now, pool_rows, rule_rows, status)
-
-    def _rule_doc(self, status: RuleStatus) -> dict[str, Any]:
-        rule = next((r for r in self.policy.rules if r.name == status.rule), None)
-        out: dict[str, Any] = {
-            "rule": status.rule,
-            "pool": status.pool,
-            "value": _finite(status.value),
-            "vote": str(status.vote),
-            "held": status.held,
-            "reason": status.reason,
-        }
-        out |= {"out": None, "in": None, "target": None}
-        if isinstance(rule, ThresholdRule):
-            out["out"] = _bound(rule.scale_out)
-            out["in"] = _bound(rule.scale_in)
-        elif isinstance(rule, TargetRule):
-            out["target"] = rule.target
-        elif isinstance(rule, ActionRule):
-            out["out"] = _bound(rule.when)
-        return out
-
-    def _update_metrics(self, plan: Plan, counts: dict[str, int], broken: dict[str, str]) -> None:
-        m = self.metrics
-        for decision in plan.decisions:
-            if decision.kind != "scale" or decision.pool is None or decision.pool in broken:
-                continue
-            pool = decision.pool
-            m.instances.labels(pool, "current").set(counts.get(pool, decision.current))
-            m.instances.labels(pool, "desired").set(decision.desired)
-            m.instances.labels(pool, "min").set(decision.min or 0)
-            m.instances.labels(pool, "max").set(decision.max or 0)
-        for status in plan.rules:
-            m.set_rule(status.rule, status.pool, _finite(status.value), status.held)
-            doc = self._rule_doc(status)
-            for direction in ("out", "in"):
-                bound = doc[direction]
-                if bound is not None:
-                    m.rule_threshold.labels(status.rule, status.pool or "", direction).set(
-                        bound["value"]
-                    )
-            if doc["target"] is not None:
-                m.rule_threshold.labels(status.rule, status.pool or "", "target").set(doc["target"])
+            self.store.record_tick(
+                now,
+                pool_rows,
+                rule_rows,
+                status,
+                controller=self.controller_id,
+                fence=self.ctx.fence,
+            )
 
 
-def _build_pool(name: str, spec: Pool) -> tuple[Runtime, Balancer | None]:
-    runtime = build_runtime(name, spec)
-    balancer = build_balancer(name, spec) if spec.balancer is not None else None
-    return runtime, balancer
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
-
-
-def _bound(condition: Any) -> dict[str, Any] | None:
-    if condition is None:
-        return None
-    if condition.above is not None:
-        return {"op": ">", "value": condition.above, "for": condition.for_}
-    return {"op": "<", "value": condition.below, "for": condition.for_}
-
-
-def _fail(outcome: Outcome) -> str:
-    return f" (failed: {'; '.join(outcome.failed.values())})" if outcome.failed else ""
-
-
-def _step_dict(step: Step) -> dict[str, Any]:
-    return {"at": step.at, "n": step.n, "what": step.what, "detail": step.detail}
+def build_pool_default(name: str, spec: Pool) -> tuple[Runtime, Balancer | None]:
+    """The runtime and balancer of a pool from its settings."""
+    return build_pool(name, spec)

@@ -35,8 +35,14 @@ def _num(value: float | None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
-def status_view(status: dict[str, Any], decisions: list[DecisionRow], now: float) -> RenderableType:
-    """Header, pools, rules, problems and recent decisions."""
+def status_view(
+    status: dict[str, Any],
+    decisions: list[DecisionRow],
+    now: float,
+    controllers: dict[str, dict[str, Any]] | None = None,
+) -> RenderableType:
+    """Header, pools, rules, problems, controllers with their actions in flight, and recent
+    decisions."""
     if not status:
         return Text("no tick recorded yet in this state store (is the controller running?)")
     parts: list[RenderableType] = []
@@ -98,6 +104,8 @@ def status_view(status: dict[str, Any], decisions: list[DecisionRow], now: float
             held,
         )
     parts.append(rules)
+    if controllers:
+        parts.append(controllers_table(controllers, now))
     if decisions:
         parts.append(history_table(decisions, now, title="Recent decisions"))
     return Group(*parts)
@@ -126,5 +134,28 @@ def history_table(rows: list[DecisionRow], now: float | None = None, title: str 
             change,
             Text(row.outcome, style=style),
             "\n".join(reasons),
+        )
+    return table
+
+
+def controllers_table(controllers: dict[str, dict[str, Any]], now: float) -> Table:
+    """Every controller on this state: role, fence, last tick, actions in flight."""
+    table = Table(title="Controllers", title_justify="left")
+    for column in ("controller", "role", "fence", "last tick", "in flight"):
+        table.add_column(column, justify="right" if column == "fence" else "left")
+    for cid, doc in sorted(controllers.items()):
+        age = now - float(doc.get("at", 0.0))
+        stale = age > 3 * float(doc.get("interval", 15.0)) + 5
+        jobs = [
+            f"{j['key']}: {j['what']} for {now - float(j['since']):.0f}s"
+            for j in doc.get("in_flight", [])
+        ]
+        role = str(doc.get("role", "?")) + (" (gone?)" if stale else "")
+        table.add_row(
+            Text(cid),
+            Text(role, style="bold" if doc.get("role") == "leader" else ""),
+            str(doc.get("fence", "")),
+            _ago(age),
+            Text("\n".join(jobs) or "none"),
         )
     return table

@@ -7,26 +7,32 @@
                                         |                                |
                                         no: runtime.stop(n), failed      add failed: stop(n), failed
 
-    scale-in, per instance (least loaded first, then the newest):
-        balancer.drain(n) --> no connections or drain_timeout --> runtime.stop(n) --> remove(n)
-              |                                                      |
-              drain failed: nothing stopped                          stop failed: n stays drained
-                                                                     (running, no new work)
+    scale-in, the chosen instances (least loaded first, then the newest) all at once:
+        balancer.drain(each) --> wait until each has no connections or drain_timeout (one
+        wait for all) --> balancer.remove(n) --> runtime.stop(n)   (the stops in parallel)
+              |                                     |                  |
+              drain failed: nothing stopped         remove failed:     stop failed: n runs,
+                                                    n is not stopped   out of the balancer
 
 The balancer never points at a stopped instance: an instance is added only once healthy, and
-stopped only after it was drained. Worker pools (no balancer) wait for the runtime to report
-the process running instead of an HTTP health check, and their graceful stop is the drain.
-Time comes from an injected clock and sleep, so tests can run it on a fake clock.
+stopped only after it left the balancer (HAProxy puts it in maintenance before it is deleted,
+so a cookie-sticky client cannot reach it once it stops). Worker pools (no balancer) wait for
+the runtime to report the process running instead of an HTTP health check, and their graceful
+stop is the drain. ``guard`` is called before every step that changes something: the daemon
+passes its fencing check, so a controller that lost the lead stops between two steps
+(``FencedError`` leaves the sequence at once; the new leader reconciles what it left). Time
+comes from an injected clock and sleep, so tests can run it on a fake clock.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from senex_scale.balancers.base import Balancer
-from senex_scale.errors import SenexError
+from senex_scale.errors import FencedError, SenexError
 from senex_scale.policy.models import Pool
 from senex_scale.runtimes.base import Runtime, UnitState, instance_address, probe_health
 
@@ -75,6 +81,7 @@ class ScaleSequence:
         healthy: Callable[[str, str], bool] | None = None,
         on_step: Callable[[Step], None] | None = None,
         host: str = "127.0.0.1",
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.name = pool_name
         self.pool = pool
@@ -85,8 +92,16 @@ class ScaleSequence:
         self.healthy = healthy or probe_health
         self.on_step = on_step
         self.host = host
+        self.guard = guard
+        self.avoid: set[int] = set()
+        """Instance numbers to take last on scale-out (their start failed recently)."""
 
     # ------------------------------------------------------------------ helpers
+
+    def _check(self) -> None:
+        """Before a step that changes something: may we still act? (raises FencedError)"""
+        if self.guard is not None:
+            self.guard()
 
     def _step(self, outcome: Outcome, n: int, what: str, detail: str = "") -> None:
         step = Step(self.clock(), self.name, n, what, detail)
@@ -124,7 +139,8 @@ class ScaleSequence:
         """Start ``count`` instances (lowest free numbers), each added once healthy."""
         outcome = Outcome()
         taken = set(self.running())
-        candidates = [n for n in range(1, self.pool.max + 1) if n not in taken][:count]
+        free = [n for n in range(1, self.pool.max + 1) if n not in taken]
+        candidates = sorted(free, key=lambda n: (n in self.avoid, n))[:count]
         for n in candidates:
             self._bring_in(n, outcome, start=True)
         if len(candidates) < count:
@@ -137,6 +153,7 @@ class ScaleSequence:
         """(Start,) wait until healthy, add; on any failure stop it again (never added)."""
         try:
             if start:
+                self._check()
                 self.runtime.start(n)
                 self._step(outcome, n, "start")
             why = self._wait_ready(n)
@@ -144,41 +161,76 @@ class ScaleSequence:
                 raise _StepFailedError(why)
             self._step(outcome, n, "healthy")
             if self.balancer is not None:
+                self._check()
                 self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
                 self._step(outcome, n, "add")
             outcome.done.append(n)
+        except FencedError:
+            raise
         except (SenexError, _StepFailedError) as exc:
             outcome.failed[n] = str(exc)
             self._step(outcome, n, "failed", str(exc))
             self._stop_quietly(n, outcome)
 
     def scale_in(self, count: int) -> Outcome:
-        """Drain, wait, stop and remove ``count`` instances, least loaded (then newest) first."""
+        """Drain, wait, remove and stop ``count`` instances, least loaded (then newest) first;
+        the chosen instances drain at the same time (one wait, not one per instance)."""
         outcome = Outcome()
         running = self.running()
         load = {n: self._connections(n) for n in running}
         order = sorted(running, key=lambda n: (load[n] if load[n] is not None else 0, -n))
-        for n in order[:count]:
-            self._take_out(n, outcome, drain=True)
+        self._take_out(order[:count], outcome, drain=True)
         return outcome
 
-    def _take_out(self, n: int, outcome: Outcome, *, drain: bool) -> None:
-        """(Drain,) wait until idle, stop, remove; a failure is recorded in ``outcome``."""
-        try:
-            if self.balancer is not None:
-                if drain:
+    def _take_out(self, chosen: list[int], outcome: Outcome, *, drain: bool) -> None:
+        """(Drain,) wait until idle, remove, stop; failures are recorded in ``outcome``."""
+        draining = []
+        for n in chosen:
+            try:
+                if self.balancer is not None and drain:
+                    self._check()
                     self.balancer.drain(n)
                     self._step(outcome, n, "drain")
-                self._step(outcome, n, "idle", self._wait_idle(n))
+                draining.append(n)
+            except FencedError:
+                raise
+            except SenexError as exc:
+                outcome.failed[n] = str(exc)
+                self._step(outcome, n, "failed", str(exc))
+        if self.balancer is not None:
+            for n, why in self._wait_idle(draining).items():
+                self._step(outcome, n, "idle", why)
+        removed = []
+        for n in draining:
+            try:
+                if self.balancer is not None:
+                    self._check()
+                    self.balancer.remove(n)
+                    self._step(outcome, n, "remove")
+                removed.append(n)
+            except FencedError:
+                raise
+            except SenexError as exc:
+                outcome.failed[n] = f"not stopped: {exc}"
+                self._step(outcome, n, "failed", f"remove: {exc}")
+        if not removed:
+            return
+        self._check()
+        if len(removed) == 1:
+            self._stop_one(removed[0], outcome)
+            return
+        # stops take the runtime's graceful-stop time each: all at once, not one after another
+        with ThreadPoolExecutor(len(removed), thread_name_prefix=f"stop-{self.name}") as pool:
+            list(pool.map(lambda n: self._stop_one(n, outcome), removed))
+
+    def _stop_one(self, n: int, outcome: Outcome) -> None:
+        try:
             self.runtime.stop(n)
             self._step(outcome, n, "stop")
-            if self.balancer is not None:
-                self.balancer.remove(n)
-                self._step(outcome, n, "remove")
             outcome.done.append(n)
         except SenexError as exc:
             outcome.failed[n] = str(exc)
-            self._step(outcome, n, "failed", str(exc))
+            self._step(outcome, n, "failed", f"stop: {exc}")
 
     def scale_to(self, desired: int) -> Outcome:
         """Scale out or in to ``desired`` running instances."""
@@ -199,9 +251,9 @@ class ScaleSequence:
         return outcome
 
     def retire(self, n: int) -> Outcome:
-        """Finish a scale-in a crash cut short: ``n`` is draining; wait, stop, remove."""
+        """Finish a scale-in a crash cut short: ``n`` is draining; wait, remove, stop."""
         outcome = Outcome()
-        self._take_out(n, outcome, drain=False)
+        self._take_out([n], outcome, drain=False)
         return outcome
 
     def forget(self, n: int) -> Outcome:
@@ -211,9 +263,12 @@ class ScaleSequence:
         if self.balancer is None:
             return outcome
         try:
+            self._check()
             self.balancer.remove(n)
             self._step(outcome, n, "remove", "not running")
             outcome.done.append(n)
+        except FencedError:
+            raise
         except SenexError as exc:
             outcome.failed[n] = str(exc)
             self._step(outcome, n, "failed", str(exc))
@@ -229,22 +284,34 @@ class ScaleSequence:
         except SenexError:
             return None
 
-    def _wait_idle(self, n: int) -> str:
-        """Wait until ``n`` has no open connections, or drain_timeout; say which happened."""
+    def _wait_idle(self, draining: list[int]) -> dict[int, str]:
+        """Wait until every instance of ``draining`` has no open connections, or until
+        drain_timeout; say per instance which happened."""
         started = self.clock()
         deadline = started + self.pool.drain_timeout
-        while True:
-            open_now = self._connections(n)
-            if open_now == 0:
-                return f"no connections after {self.clock() - started:.1f}s"
-            if self.clock() >= deadline:
-                if open_now is None:
-                    return (
-                        f"drain_timeout {self.pool.drain_timeout:g}s passed "
-                        "(the balancer cannot count connections)"
-                    )
-                return f"drain_timeout {self.pool.drain_timeout:g}s passed with {open_now} open"
-            self.sleep(POLL)
+        waiting = list(draining)
+        said: dict[int, str] = {}
+        while waiting:
+            for n in list(waiting):
+                open_now = self._connections(n)
+                if open_now == 0:
+                    said[n] = f"no connections after {self.clock() - started:.1f}s"
+                    waiting.remove(n)
+                elif self.clock() >= deadline:
+                    if open_now is None:
+                        said[n] = (
+                            f"drain_timeout {self.pool.drain_timeout:g}s passed "
+                            "(the balancer cannot count connections)"
+                        )
+                    else:
+                        said[n] = (
+                            f"drain_timeout {self.pool.drain_timeout:g}s passed "
+                            f"with {open_now} open"
+                        )
+                    waiting.remove(n)
+            if waiting:
+                self.sleep(POLL)
+        return said
 
     def _stop_quietly(self, n: int, outcome: Outcome) -> None:
         try:

@@ -3,8 +3,10 @@
 ::
 
     kv          key -> JSON     "memory" (the core's Memory: scale events, HPA recommendations,
-                                action firings), "status" (the last tick, for `status` and the
-                                page), "backoff" (failed pools), "fence" (leader fencing token)
+                                action firings), "status" (the leader's last tick, for `status`
+                                and the page), "status:<controller>" (each controller's, leader
+                                or standby), "backoff" (failed pools), "fence" (the newest
+                                fencing token handed out: a write carrying an older one fails)
     samples     rule, instance, at, value      what the `for` windows need; unique per time
     pool_ticks  at, pool, current, desired, min, max           instance-count charts
     rule_ticks  at, rule, pool, value, vote, held              metric charts
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from senex_scale.core.state import Memory, PoolMemory, Sample, ScaleEvent
-from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.errors import FencedError, PermanentError, TemporaryError
 from senex_scale.telemetry.logs import redact_value
 
 SCHEMA = """
@@ -306,9 +308,10 @@ class Store:
         rows = self._query("SELECT value FROM kv WHERE key = ?", [key])
         return json.loads(rows[0][0]) if rows else default
 
-    def put(self, key: str, value: Any) -> None:
-        """Store ``value`` (JSON) under ``key``."""
+    def put(self, key: str, value: Any, *, fence: int | None = None) -> None:
+        """Store ``value`` (JSON) under ``key`` (refused when ``fence`` is not the newest)."""
         with self._tx() as db:
+            self._fenced(db, fence)
             self._put(db, key, value)
 
     def _put(self, db: Any, key: str, value: Any) -> None:
@@ -318,7 +321,7 @@ class Store:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             # the status snapshot carries error texts; memory is keyed by rule names, which
             # must survive as they are
-            [key, json.dumps(redact_value(value) if key == "status" else value)],
+            [key, json.dumps(redact_value(value) if key.startswith("status") else value)],
         )
 
     def load_memory(self) -> Memory:
@@ -326,17 +329,63 @@ class Store:
         doc = self.get("memory")
         return memory_from_json(doc) if doc else Memory()
 
-    def save_memory(self, memory: Memory) -> None:
-        """Persist the core's memory."""
-        self.put("memory", memory_to_json(memory))
+    def save_memory(self, memory: Memory, *, fence: int | None = None) -> None:
+        """Persist the core's memory (refused when ``fence`` is not the newest)."""
+        with self._tx() as db:
+            self._fenced(db, fence)
+            self._put(db, "memory", memory_to_json(memory))
 
     def next_fence(self) -> int:
-        """A fencing token larger than every one handed out before (one per leadership)."""
+        """A fencing token larger than every one handed out before (one per leadership).
+
+        One atomic upsert, so two controllers taking over at once never get the same token
+        (a read-then-write would, under PostgreSQL's READ COMMITTED)."""
         with self._tx() as db:
-            rows = self._exec(db, "SELECT value FROM kv WHERE key = 'fence'").fetchall()
-            fence = (json.loads(rows[0][0]) if rows else 0) + 1
-            self._put(db, "fence", fence)
-        return int(fence)
+            row = self._exec(
+                db,
+                "INSERT INTO kv (key, value) VALUES ('fence', '1') ON CONFLICT (key) DO UPDATE"
+                " SET value = CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT) RETURNING value",
+            ).fetchone()
+        return int(json.loads(row[0]))
+
+    def check_fence(self, fence: int) -> None:
+        """Raise ``FencedError`` unless ``fence`` is the newest token handed out."""
+        with self._tx() as db:
+            self._fenced(db, fence)
+
+    def _fenced(self, db: Any, fence: int | None) -> None:
+        """Inside a write's transaction: refuse it unless ``fence`` is the newest token.
+
+        Compared with the newest token *issued* (kv "fence"), not the newest one used: a
+        standby that took over but has not acted yet already deposes the old leader, and
+        pruning cannot lower the bar. On PostgreSQL the row is read ``FOR SHARE``, so a
+        ``next_fence`` of a new leader waits for this write to commit, and every write of
+        the old leader after that fails (SQLite's ``BEGIN IMMEDIATE`` serialises already)."""
+        if fence is None:
+            return
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""
+        rows = self._exec(db, f"SELECT value FROM kv WHERE key = 'fence'{lock}").fetchall()
+        newest = int(json.loads(rows[0][0])) if rows else 0
+        if fence != newest:
+            raise FencedError(
+                f"fencing token {fence} is not the newest ({newest}): another controller leads"
+            )
+
+    # ------------------------------------------------------------------ statuses
+
+    def put_status(self, controller: str, status: dict[str, Any], *, leader: bool) -> None:
+        """One controller's status snapshot (``status:<id>``); the leader's is also the
+        pool picture (``status``) that `status` and the page show. A standby never writes
+        that one, so it cannot blank the leader's pools."""
+        with self._tx() as db:
+            self._put(db, f"status:{controller}", status)
+            if leader:
+                self._put(db, "status", status)
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """Every controller's last status by id (leader and standbys)."""
+        rows = self._query("SELECT key, value FROM kv WHERE key LIKE 'status:%'")
+        return {key.removeprefix("status:"): json.loads(value) for key, value in rows}
 
     # ------------------------------------------------------------------ samples
 
@@ -372,10 +421,15 @@ class Store:
         pools: Iterable[tuple[str, int, int, int, int]],
         rules: Iterable[tuple[str, str | None, float | None, str, float]],
         status: dict[str, Any],
+        *,
+        controller: str = "",
+        fence: int | None = None,
     ) -> None:
         """One tick's chart rows ((pool, current, desired, min, max) and
-        (rule, pool, value, vote, held)) and the status snapshot, in one transaction."""
+        (rule, pool, value, vote, held)) and the leader's status snapshot, in one transaction
+        (refused when ``fence`` is not the newest)."""
         with self._tx() as db:
+            self._fenced(db, fence)
             for pool, current, desired, low, high in pools:
                 self._exec(
                     db,
@@ -391,6 +445,8 @@ class Store:
                     [at, rule, pool_name, value, vote, held],
                 )
             self._put(db, "status", status)
+            if controller:
+                self._put(db, f"status:{controller}", status)
 
     def pool_series(self, since: float) -> dict[str, list[tuple[float, int, int]]]:
         """Per pool: (time, current, desired) since ``since``."""
@@ -421,11 +477,14 @@ class Store:
         detail: dict[str, Any] | None = None,
         *,
         dry_run: bool = False,
+        fence: int | None = None,
     ) -> int:
-        """Append one decision (``Decision.as_dict()``) with its outcome; its id."""
+        """Append one decision (``Decision.as_dict()``) with its outcome; its id (refused
+        when ``fence`` is not the newest)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         with self._tx() as db:
+            self._fenced(db, fence)
             row = self._exec(
                 db,
                 "INSERT INTO decisions (at, kind, pool, rule, priority, current, desired,"
@@ -448,11 +507,19 @@ class Store:
             ).fetchone()
         return int(row[0])
 
-    def set_outcome(self, decision_id: int, outcome: str, detail: dict[str, Any]) -> None:
-        """Record how a decision ended."""
+    def set_outcome(
+        self,
+        decision_id: int,
+        outcome: str,
+        detail: dict[str, Any],
+        *,
+        fence: int | None = None,
+    ) -> None:
+        """Record how a decision ended (refused when ``fence`` is not the newest)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         with self._tx() as db:
+            self._fenced(db, fence)
             self._exec(
                 db,
                 "UPDATE decisions SET outcome = ?, detail = ? WHERE id = ?",
@@ -522,15 +589,11 @@ class Store:
     ) -> int:
         """Journal an action as running before anything is touched; refuses a stale leader.
 
-        A controller whose fencing token is older than one already used has lost the lead
+        A controller whose fencing token is not the newest one handed out has lost the lead
         (a paused process waking up after a standby took over): it must not act.
         """
         with self._tx() as db:
-            newest = self._exec(db, "SELECT MAX(fence) FROM actions").fetchone()[0]
-            if newest is not None and fence < newest:
-                raise PermanentError(
-                    f"fencing token {fence} is older than {newest}: another controller leads"
-                )
+            self._fenced(db, fence)
             row = self._exec(
                 db,
                 "INSERT INTO actions (decision_id, pool, direction, before, desired, fence,"
@@ -541,10 +604,18 @@ class Store:
         return int(row[0])
 
     def finish_action(
-        self, action_id: int, status: str, steps: list[dict[str, Any]], at: float
+        self,
+        action_id: int,
+        status: str,
+        steps: list[dict[str, Any]],
+        at: float,
+        *,
+        fence: int | None = None,
     ) -> None:
-        """Close a journal entry (done, partial, failed or interrupted) with its steps."""
+        """Close a journal entry (done, partial, failed or interrupted) with its steps
+        (refused when ``fence`` is not the newest)."""
         with self._tx() as db:
+            self._fenced(db, fence)
             self._exec(
                 db,
                 "UPDATE actions SET status = ?, steps = ?, finished_at = ? WHERE id = ?",

@@ -10,6 +10,8 @@ Names (the Grafana dashboard and the alert rules that ``senex-scale render`` wri
     senex_scale_decisions_total{pool, outcome}                          counter
     senex_scale_action_duration_seconds{pool, action="out|in"}          histogram
     senex_scale_source_errors_total{source}                             counter
+    senex_scale_actions_in_flight{pool, action="out|in|repair|RULE"}    gauge (running now)
+    senex_scale_repairs_total{pool, kind}                               counter (live reconcile)
     senex_scale_leader                                                  gauge (1 when leading)
     senex_scale_tick_duration_seconds                                   histogram
     senex_scale_last_tick_timestamp_seconds                             gauge
@@ -29,6 +31,8 @@ METRIC_NAMES = (
     "senex_scale_decisions_total",
     "senex_scale_action_duration_seconds",
     "senex_scale_source_errors_total",
+    "senex_scale_actions_in_flight",
+    "senex_scale_repairs_total",
     "senex_scale_leader",
     "senex_scale_tick_duration_seconds",
     "senex_scale_last_tick_timestamp_seconds",
@@ -77,6 +81,18 @@ class Metrics:
         )
         self.source_errors = Counter(
             "senex_scale_source_errors", "Failed metric queries", ["source"], registry=r
+        )
+        self.in_flight = Gauge(
+            "senex_scale_actions_in_flight",
+            "Actions running now, per pool (or action rule)",
+            ["pool", "action"],
+            registry=r,
+        )
+        self.repairs = Counter(
+            "senex_scale_repairs",
+            "Drift repaired by reconciliation (member re-added, dead member removed, ...)",
+            ["pool", "kind"],
+            registry=r,
         )
         self.leader = Gauge("senex_scale_leader", "1 while this controller leads", registry=r)
         self.tick_duration = Histogram(

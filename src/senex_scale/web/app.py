@@ -5,11 +5,13 @@
     GET  /                 the page: pools (current/desired/min/max), rules against their
                            thresholds and how long they have breached, recent decisions with
                            reasons, charts of instance counts and metric values (last hours)
-    GET  /api/status       the last tick's snapshot + recent decisions (what the page shows)
+    GET  /api/status       the leader's last tick + every controller's (role, fence, actions in
+                           flight) + recent decisions (what the page shows)
     GET  /api/history      decisions: ?pool= &outcome= &since=SECONDS_AGO &limit= &all=1
     GET  /api/series       chart data: ?hours=3
     GET  /metrics          the controller's Prometheus metrics
-    GET  /healthz          200 while the last tick is recent, else 503
+    GET  /healthz          200 while this controller's last tick is recent (leader or
+                           standby: actions run off the tick, so a long drain keeps it 200)
     POST /api/pause        stop acting (decisions are still made and recorded as dry-run)
     POST /api/resume       act again
 
@@ -84,8 +86,10 @@ def create_app(
     control: Control | None = None,
     token: str | None = None,
     clock: Callable[[], float] = time.time,
+    controller_id: str | None = None,
 ) -> Starlette:
-    """The status app over ``store`` (and, inside the daemon, its metrics and controls)."""
+    """The status app over ``store`` (and, inside the daemon, its metrics and controls;
+    ``/healthz`` then answers for that controller's own ticks, leader or standby)."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), cache_size=0
     )
@@ -93,7 +97,8 @@ def create_app(
     def status_doc() -> dict[str, Any]:
         status = store.get("status") or {}
         recent = [row.as_dict() for row in store.history(acted=True, limit=20)]
-        return {"status": status, "decisions": recent, "now": clock()}
+        controllers = store.statuses()
+        return {"status": status, "decisions": recent, "controllers": controllers, "now": clock()}
 
     async def page(request: Request) -> Response:
         html = env.get_template("status.html").render(doc=status_doc())
@@ -133,7 +138,8 @@ def create_app(
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(request: Request) -> Response:
-        status = store.get("status") or {}
+        key = f"status:{controller_id}" if controller_id else "status"
+        status = store.get(key) or {}
         interval = float(status.get("interval", 15.0))
         age = clock() - float(status.get("at", 0.0))
         ok = age <= 3 * interval + 5

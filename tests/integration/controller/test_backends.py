@@ -70,7 +70,8 @@ def test_store_round_trips_everything_a_restart_needs(store: Store) -> None:
         "direction": "out",
         "reasons": ["cpu 90 > 70 for 5m"],
     }
-    did = store.record_decision(10.0, decision, "running")
+    assert [store.next_fence() for _ in range(3)] == [1, 2, 3]
+    did = store.record_decision(10.0, decision, "running", fence=3)
     aid = store.begin_action(did, "web", "out", 1, 2, fence=3, at=10.0)
 
     again = open_store(store.url)
@@ -86,8 +87,10 @@ def test_store_round_trips_everything_a_restart_needs(store: Store) -> None:
         again.set_outcome(did, "done", {"after": 2})
         assert again.open_actions() == []
         assert again.history(outcome="done")[0].detail == {"after": 2}
-        assert again.next_fence() == 1
-        assert again.next_fence() == 2
+        assert again.next_fence() == 4
+        assert again.next_fence() == 5
+        with pytest.raises(PermanentError, match="another controller leads"):
+            again.finish_action(aid, "done", [], 13.0, fence=3)
         assert again.prune(5.0) == 2  # the two samples; the decision at 10.0 stays
         assert again.history(limit=5) != []
     finally:
@@ -166,3 +169,28 @@ def test_postgres_store_survives_a_database_restart(pg: Postgres) -> None:
         assert store.get("probe") == 3
     finally:
         store.close()
+
+
+def test_fences_taken_at_once_are_all_different(store: Store) -> None:
+    """Two controllers taking over at the same moment never get the same token."""
+    import threading
+
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        other = open_store(store.url)
+        try:
+            for _ in range(25):
+                fence = other.next_fence()
+                with lock:
+                    got.append(fence)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=take) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 76))

@@ -92,6 +92,7 @@ def filled_store(tmp_path: Path) -> Iterator[tuple[Store, Metrics, ControllerLoo
     for value in itertools.islice(shape, 480):
         source.values["cpu"] = value
         loop.tick()
+        assert loop.settle(30)
         clock.advance(15)
     yield store, metrics, loop
     store.close()

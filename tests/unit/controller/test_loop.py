@@ -13,7 +13,7 @@ import structlog
 from senex_scale.balancers.base import MemberState
 from senex_scale.controller.leader import FileLeader, Leader, NoLeader
 from senex_scale.controller.loop import ControllerLoop
-from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.errors import FencedError, PermanentError, TemporaryError
 from senex_scale.policy import parse_policy
 from senex_scale.store import Store, open_store
 from senex_scale.testing import FakeClock, MemorySource, RecordingBalancer, RecordingRuntime
@@ -91,6 +91,7 @@ class Harness:
             log=structlog.get_logger("test"),
             build_source=lambda name, spec: self.source,
             build_pool=lambda name, spec: (self.runtime, self.lb),
+            controller_id=f"test-{id(self)}",
         )
 
     def _healthy(self, address: str, path: str) -> bool:
@@ -103,8 +104,14 @@ class Harness:
         reports = []
         for _ in range(count):
             reports.append(self.loop.tick())
+            assert self.loop.settle(30), "an action did not finish"
             self.clock.advance(15)
         return reports
+
+    def reconciled(self) -> list[str]:
+        """Every reason of every reconcile row of the audit log."""
+        rows = self.store.history(limit=1000)
+        return [reason for row in rows if row.kind == "reconcile" for reason in row.reasons]
 
     def members(self) -> dict[int, MemberState]:
         return {m.n: m.state for m in self.lb.members()}
@@ -155,7 +162,7 @@ def test_low_cpu_scales_in_with_a_drain(h: Harness) -> None:
     assert h.members() == {1: MemberState.READY}
     last = h.store.history(outcome="done")[0]
     assert last.direction == "in"
-    assert [s["what"] for s in last.detail["steps"]] == ["drain", "idle", "stop", "remove"]
+    assert [s["what"] for s in last.detail["steps"]] == ["drain", "idle", "remove", "stop"]
     assert h.lb.calls.index(("drain", 2)) < h.lb.calls.index(("remove", 2))
     assert ("drain", 1) not in h.lb.calls, "the busier instance stays"
 
@@ -175,7 +182,8 @@ def test_source_down_holds_and_is_reported(h: Harness) -> None:
 
 
 def test_failed_start_is_stopped_not_counted_and_retried_with_backoff(h: Harness) -> None:
-    """An instance that never becomes healthy is stopped; the pool backs off, then retries."""
+    """An instance that never becomes healthy is stopped; the pool backs off, then retries
+    with another instance number (the failed one is taken last for a while)."""
     h.unhealthy = {2}
     h.ticks(3, cpu=90)
     assert h.runtime.running == {1}, "the unhealthy instance was stopped again"
@@ -189,13 +197,26 @@ def test_failed_start_is_stopped_not_counted_and_retried_with_backoff(h: Harness
     assert h.runtime.calls.count(("start", 2)) == 1
     h.unhealthy = set()
     h.ticks(2)
-    assert h.runtime.running == {1, 2}
+    assert h.runtime.running == {1, 3}
+    assert h.runtime.calls.count(("start", 2)) == 1
     assert h.store.get("backoff") == {}, "a success clears the backoff"
+
+
+def test_a_start_that_always_fails_on_one_number_does_not_block_scale_out(h: Harness) -> None:
+    """Instance 2 can never start (its port is taken): after one failure the next scale-out
+    uses 3, so the pool still gets its capacity."""
+    h.runtime.fail[("start", 2)] = PermanentError("port 8002 in use")
+    h.ticks(3, cpu=90)
+    assert h.runtime.running == {1}
+    h.ticks(5)
+    assert 3 in h.runtime.running
+    assert h.runtime.calls.count(("start", 2)) == 1
 
 
 def test_backoff_doubles_per_failure(h: Harness) -> None:
     """Consecutive failures wait 60 s, then 120 s."""
-    h.runtime.fail[("start", 2)] = TemporaryError("unit busy")
+    for n in (2, 3, 4):
+        h.runtime.fail[("start", n)] = TemporaryError("unit busy")
     h.ticks(3, cpu=90)
     first = h.store.get("backoff")["web"]
     assert first["failures"] == 1
@@ -204,7 +225,7 @@ def test_backoff_doubles_per_failure(h: Harness) -> None:
     second = h.store.get("backoff")["web"]
     assert second["failures"] == 2
     assert second["until"] - h.clock.now == pytest.approx(120 - 15)
-    assert h.runtime.calls.count(("start", 2)) == 2
+    assert [n for what, n in h.runtime.calls if what == "start"] == [2, 3]
 
 
 def test_dry_run_decides_and_records_but_changes_nothing(tmp_path: Path) -> None:
@@ -265,7 +286,8 @@ def test_restart_after_kill_mid_scale_out_adds_the_started_instance_once(h: Harn
     h2 = h.restart()
     h2.source.values["cpu"] = 50  # load is normal again after the restart
     report = h2.ticks(1)[0]
-    assert any("running but not in the balancer: added" in note for note in report.reconciled)
+    assert any("was interrupted" in note for note in report.reconciled)
+    assert any("running but not in the balancer: healthy: added" in n for n in h2.reconciled())
     assert h2.members() == {1: MemberState.READY, 2: MemberState.READY}
     assert h2.store.open_actions() == []
     interrupted = h2.store.history(outcome="interrupted")
@@ -286,8 +308,8 @@ def test_restart_after_kill_mid_drain_finishes_the_scale_in(h: Harness) -> None:
     h.store.begin_action(None, "web", "in", 2, 1, h.loop.fence, h.clock.now)
     h.lb.drain(2)
     h2 = h.restart()
-    report = h2.ticks(1)[0]
-    assert any("drained by an interrupted scale-in: stopped" in n for n in report.reconciled)
+    h2.ticks(1)
+    assert any("drained by an interrupted scale-in: stopped" in n for n in h2.reconciled())
     assert h2.runtime.running == {1}
     assert h2.members() == {1: MemberState.READY}
 
@@ -298,17 +320,109 @@ def test_reconcile_removes_members_whose_instance_is_stopped(tmp_path: Path) -> 
     lb.add(1, "127.0.0.1:8001")
     lb.add(3, "127.0.0.1:8003")
     h = Harness(tmp_path, lb=lb)
-    report = h.ticks(1, cpu=50)[0]
+    h.ticks(1, cpu=50)
     assert h.members() == {1: MemberState.READY}
-    assert any("web@3: in the balancer but not running: removed" in n for n in report.reconciled)
+    assert any("web@3: in the balancer but not running: removed" in n for n in h.reconciled())
     assert h.store.history(pool=None, limit=5)[-1].kind == "reconcile"
 
 
-def test_a_stale_fencing_token_cannot_act(h: Harness) -> None:
-    """A leader that lost its lock (a newer fence was used) is refused by the journal."""
-    h.store.begin_action(None, "web", "out", 1, 2, h.loop.fence + 5, h.clock.now)
-    with pytest.raises(PermanentError, match="another controller leads"):
-        h.store.begin_action(None, "web", "out", 1, 2, h.loop.fence, h.clock.now)
+def test_a_fence_older_than_the_newest_issued_is_refused(h: Harness) -> None:
+    """Fences 1 and 2 handed out, none used yet: an action with 1 is refused (the bar is the
+    newest token issued, not the newest used), and pruning does not lower it."""
+    h.ticks(1, cpu=50)
+    mine = h.loop.fence
+    newer = h.store.next_fence()  # a standby took over
+    assert newer == mine + 1
+    h.store.prune(h.clock.now + 10**6)
+    with pytest.raises(FencedError, match="another controller leads"):
+        h.store.begin_action(None, "web", "out", 1, 2, mine, h.clock.now)
+    with pytest.raises(FencedError):
+        h.store.record_decision(
+            h.clock.now, {"kind": "scale", "priority": "low"}, "hold", fence=mine
+        )
+    h.store.begin_action(None, "web", "out", 1, 2, newer, h.clock.now)
+
+
+def test_a_deposed_leader_stops_between_steps_and_leads_again_with_a_new_fence(
+    h: Harness,
+) -> None:
+    """A newer fence is handed out while instance 2 is starting: the add never happens; the
+    loop steps down and (the lock being free) leads again with a newer token, closes its own
+    journal entry as interrupted and adds 2 by reconciling."""
+    h.ticks(2, cpu=90)
+    first = h.loop.fence
+
+    def healthy_then_deposed(address: str, path: str) -> bool:
+        h.store.next_fence()  # another controller took the lead meanwhile
+        return True
+
+    h.loop.ctx.healthy = healthy_then_deposed
+    h.ticks(1)
+    assert h.runtime.running == {1, 2}
+    assert 2 not in h.members(), "the deposed leader added nothing"
+    h.loop.ctx.healthy = h._healthy
+    report = h.ticks(1)[0]
+    assert report.leading
+    assert h.loop.fence > first + 1
+    assert any("was interrupted" in n for n in report.reconciled)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
+    assert h.runtime.calls.count(("start", 2)) == 1
+
+
+def test_members_lost_while_leading_are_re_added_within_a_tick(h: Harness) -> None:
+    """The balancer loses every member while the leader runs (HAProxy reloaded without its
+    state): the next tick re-adds the running, healthy instances; the audit log says so."""
+    h.ticks(3, cpu=90)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
+    h.lb.state.clear()
+    h.ticks(2, cpu=50)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
+    assert sum("running but not in the balancer: healthy: added" in n for n in h.reconciled()) == 2
+    assert h.runtime.running == {1, 2}, "nothing was stopped"
+
+
+def test_an_unhealthy_lost_instance_is_stopped_only_after_start_timeout(h: Harness) -> None:
+    """A running instance missing from the balancer that fails its probe is kept running and
+    probed again; only after start_timeout (30 s) of failures is it stopped, with a reason."""
+    h.runtime.start(2)
+    h.unhealthy = {2}
+    h.ticks(2, cpu=50)
+    assert h.runtime.running == {1, 2}
+    assert 2 not in h.members()
+    h.ticks(2)
+    assert h.runtime.running == {1}
+    assert any("not healthy for" in n and "stopped" in n for n in h.reconciled())
+
+
+def test_a_journal_entry_left_running_is_closed_live(h: Harness) -> None:
+    """A journal entry "running" with no job in flight (a crashed job) is closed as
+    interrupted at the next tick, not only at the next start."""
+    h.ticks(1, cpu=50)
+    h.store.begin_action(None, "web", "out", 1, 2, h.loop.fence, h.clock.now)
+    h.ticks(1)
+    assert h.store.open_actions() == []
+    assert h.store.actions(1)[0].status == "interrupted"
+
+
+def test_a_failed_runbook_waits_for_its_cooldown(tmp_path: Path) -> None:
+    """A runbook that fails is not run again every tick: its cooldown starts when it fires."""
+    policy = (
+        POLICY
+        + """
+[[rules]]
+name = "db-cpu"
+metric = { source = "mem", query = "db" }
+when = { above = 80, for = "30s" }
+action = { type = "runbook", argv = ["false"] }
+cooldown = "10m"
+"""
+    )
+    h = Harness(tmp_path, policy=policy)
+    h.source.values["db"] = 95
+    h.ticks(20, cpu=50)
+    runs = [r for r in h.store.history(limit=100) if r.rule == "db-cpu" and r.outcome != "hold"]
+    assert [r.outcome for r in runs] == ["failed"]
+    assert "exited 1" in runs[0].detail["error"]
 
 
 def test_two_controllers_only_one_acts_and_the_standby_takes_over(tmp_path: Path) -> None:
@@ -327,10 +441,14 @@ def test_two_controllers_only_one_acts_and_the_standby_takes_over(tmp_path: Path
     a.source.values["cpu"] = 90
     for _ in range(3):
         assert a.loop.tick().leading
+        a.loop.settle(30)
         assert not b.loop.tick().leading
         a.clock.advance(15)
     assert a.runtime.calls.count(("start", 2)) == 1, "only the leader started an instance"
-    assert b.store.get("status")["role"] in ("leader", "standby")
+    assert b.store.get("status")["role"] == "leader", "the standby did not blank the page"
+    statuses = b.store.statuses()
+    assert {s["role"] for s in statuses.values()} == {"leader", "standby"}
+    assert statuses[a.loop.controller_id]["pools"], "the leader's pools are there"
     a.loop.leader.release()  # the leader dies (the kernel drops its flock)
     report = b.loop.tick()
     assert report.leading

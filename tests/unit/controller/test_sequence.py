@@ -1,4 +1,4 @@
-"""The scale sequence: start -> healthy -> add; drain -> idle -> stop -> remove; and every
+"""The scale sequence: start -> healthy -> add; drain -> idle -> remove -> stop; and every
 failure path leaves the balancer pointing only at running, healthy instances."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from senex_scale.balancers.base import MemberState
 from senex_scale.controller.sequence import ScaleSequence, Step
-from senex_scale.errors import PermanentError, TemporaryError
+from senex_scale.errors import FencedError, PermanentError, TemporaryError
 from senex_scale.policy import parse_policy
 from senex_scale.testing import FakeClock, RecordingBalancer, RecordingRuntime
 
@@ -93,13 +93,14 @@ def test_add_failure_stops_the_instance() -> None:
     assert 2 not in lb.state
 
 
-def test_scale_in_drains_waits_stops_removes_in_order() -> None:
-    """Scale-in: drain, wait until idle, stop, then remove, for the least loaded member."""
+def test_scale_in_drains_waits_removes_then_stops_in_order() -> None:
+    """Scale-in: drain, wait until idle, remove, then stop, for the least loaded member (the
+    balancer lets go of it before it stops: nothing in service is ever stopped)."""
     seq, runtime, lb, _, steps = make(running={1, 2, 3})
     lb.open = {1: 5, 2: 0, 3: 9}
     outcome = seq.scale_in(1)
     assert outcome.done == [2]
-    assert [s.what for s in steps] == ["drain", "idle", "stop", "remove"]
+    assert [s.what for s in steps] == ["drain", "idle", "remove", "stop"]
     assert lb.calls == [("drain", 2), ("remove", 2)]
     assert runtime.calls == [("stop", 2)]
 
@@ -127,14 +128,56 @@ def test_failed_drain_stops_nothing() -> None:
     assert lb.state[2][1] is MemberState.READY
 
 
-def test_failed_stop_leaves_the_member_drained_not_removed() -> None:
-    """A stop that fails leaves a running, drained member: never a stopped one in service."""
+def test_failed_stop_leaves_it_running_out_of_the_balancer() -> None:
+    """A stop that fails leaves a running instance that is no longer a member."""
     seq, runtime, lb, _, _ = make(running={1, 2})
     runtime.fail[("stop", 2)] = TemporaryError("unit busy")
     outcome = seq.scale_in(1)
     assert outcome.failed == {2: "unit busy"}
     assert 2 in runtime.running
+    assert 2 not in lb.state
+
+
+def test_failed_remove_stops_nothing() -> None:
+    """A remove that fails leaves the instance running (drained): a member is never stopped."""
+    seq, runtime, lb, _, _ = make(running={1, 2})
+    lb.fail[("remove", 2)] = PermanentError("nginx -t failed: rolled back")
+    outcome = seq.scale_in(1)
+    assert "rolled back" in outcome.failed[2]
+    assert runtime.calls == []
     assert lb.state[2][1] is MemberState.DRAINING
+
+
+def test_scale_in_of_several_drains_them_together() -> None:
+    """Three instances with open connections drain at the same time: one drain_timeout in
+    all, not one per instance; all are stopped."""
+    seq, runtime, lb, clock, steps = make(running={1, 2, 3, 4})
+    lb.open = {1: 1, 2: 1, 3: 1, 4: 1}
+    started = clock.now
+    outcome = seq.scale_in(3)
+    assert sorted(outcome.done) == [2, 3, 4]
+    assert 60 <= clock.now - started < 61
+    assert [s.what for s in steps[:3]] == ["drain", "drain", "drain"]
+    assert sorted(n for what, n in runtime.calls if what == "stop") == [2, 3, 4]
+    assert runtime.running == {1}
+
+
+def test_a_guard_that_refuses_stops_the_sequence_between_steps() -> None:
+    """A controller that lost the lead (its guard raises FencedError) takes no further step:
+    the started instance is neither added nor stopped, for the new leader to reconcile."""
+    seq, runtime, lb, _, steps = make(running={1})
+    allowed = iter([True])  # the start may happen, the add not
+
+    def guard() -> None:
+        if not next(allowed, False):
+            raise FencedError("fencing token 1 is not the newest (2)")
+
+    seq.guard = guard
+    with pytest.raises(FencedError):
+        seq.scale_out(2)
+    assert runtime.calls == [("start", 2)]
+    assert lb.calls == []
+    assert [s.what for s in steps] == ["start", "healthy"]
 
 
 @pytest.mark.parametrize(("desired", "running"), [(3, {1, 2, 3}), (1, {1}), (2, {1, 2})])

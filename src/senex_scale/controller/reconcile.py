@@ -1,0 +1,214 @@
+"""Reconcile: make the balancers agree with the runtimes, at takeover and every tick.
+
+::
+
+    takeover (a new fencing token)      journal entries still "running" -> "interrupted",
+                                        their count change remembered (cooldowns hold, nothing
+                                        is done twice); every pool gets a repair job, and a
+                                        pool whose scale-in was cut short finishes its drains
+    every tick (live), per idle pool    drift seen in the tick's listing -> a repair job,
+                                        at most one per pool per interval; journal entries
+                                        "running" whose pool has no job in flight -> closed
+
+    repair (a pool worker job, on a fresh listing):
+        member, instance not running      -> removed (the balancer must not point at nothing)
+        instance running, not a member    -> probed: healthy -> added; unhealthy -> left
+                                             running and probed again; stopped only once it
+                                             has stayed unhealthy for start_timeout (the
+                                             audit log says so)
+        member draining, scale-in cut short (takeover only) -> waited, removed, stopped
+
+Every repair is a "reconcile" row in the audit log with one reason per change, and a
+``senex_scale_repairs_total{pool, kind}`` count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from senex_scale.balancers.base import MemberState
+from senex_scale.controller.act import Workers
+from senex_scale.controller.collect import Listing
+from senex_scale.controller.context import Context, PoolHandle
+from senex_scale.controller.sequence import Outcome
+from senex_scale.errors import SenexError
+from senex_scale.runtimes.base import UnitState, instance_address
+
+
+class Reconciler:
+    """Takeover and live reconciliation of one controller."""
+
+    def __init__(self, ctx: Context, workers: Workers) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self._last_repair: dict[str, float] = {}
+        self._unhealthy_since: dict[tuple[str, int], float] = {}
+
+    # ------------------------------------------------------------------ takeover
+
+    def takeover(self, *, dry_run: bool) -> list[str]:
+        """Close interrupted journal entries; a repair job for every pool."""
+        interrupted = self.ctx.store.open_actions()
+        scaling_in = {a.pool for a in interrupted if a.direction == "in"}
+        notes = self.close_interrupted(interrupted)
+        if not dry_run:
+            for name in self.ctx.pools:
+                self.submit(name, finish_drain=name in scaling_in, force=True)
+        return notes
+
+    def close_interrupted(self, actions: list[Any]) -> list[str]:
+        """Journal entries left "running" (a crash, a deposed leader, a bug) closed as
+        interrupted, with the count they left remembered as a scale event."""
+        ctx = self.ctx
+        notes = []
+        for action in actions:
+            found = ctx.pools.get(action.pool)
+            after = action.before
+            if found is not None and found.runtime is not None:
+                with contextlib.suppress(SenexError):
+                    after = len(_running(found))
+            end = ctx.clock()
+            ctx.store.finish_action(action.id, "interrupted", action.steps, end, fence=ctx.fence)
+            note = (
+                f"{action.pool}: action {action.id} ({action.direction} {action.before} -> "
+                f"{action.desired}) was interrupted; {after} running now"
+            )
+            if action.decision_id is not None:
+                ctx.store.set_outcome(
+                    action.decision_id,
+                    "interrupted",
+                    {"before": action.before, "after": after, "reconciled": [note]},
+                    fence=ctx.fence,
+                )
+            ctx.remember_scale(action.pool, end, action.before, after)
+            notes.append(note)
+        if notes:
+            self._record(notes)
+        return notes
+
+    # ------------------------------------------------------------------ live
+
+    def live(self, listing: Listing, now: float) -> None:
+        """Per tick: orphaned journal entries closed; drifted idle pools get a repair job."""
+        ctx = self.ctx
+        orphans = [a for a in ctx.store.open_actions() if self.workers.busy(a.pool) is None]
+        if orphans:
+            self.close_interrupted(orphans)
+        for name, drift in listing.drift.items():
+            if not drift or self.workers.busy(name) is not None:
+                continue
+            if now - self._last_repair.get(name, -1e18) < ctx.policy.controller.interval:
+                continue
+            ctx.log.warning("drift", pool=name, drift=drift.describe())
+            self.submit(name)
+
+    def submit(self, name: str, *, finish_drain: bool = False, force: bool = False) -> bool:
+        """A repair job for pool ``name`` (unless one of its jobs is in flight)."""
+        handle = self.ctx.pools.get(name)
+        if handle is None or handle.runtime is None or handle.balancer is None:
+            return False
+        self._last_repair[name] = self.ctx.clock()
+
+        def job() -> None:
+            self.repair(handle, finish_drain)
+
+        return self.workers.submit(name, "repair", job)
+
+    def repair(self, handle: PoolHandle, finish_drain: bool = False) -> list[str]:
+        """Make one pool's balancer agree with its runtime (see the module docstring)."""
+        ctx = self.ctx
+        name = handle.name
+        assert handle.runtime is not None and handle.balancer is not None
+        sequence = ctx.sequence(handle)
+        try:
+            running = set(sequence.running())
+            members = {m.n: m for m in handle.balancer.members()}
+        except SenexError as exc:
+            self._record([f"{name}: cannot reconcile: {exc}"])
+            return []
+        notes: list[str] = []
+        for n, member in sorted(members.items()):
+            if n not in running:
+                result = sequence.forget(n)
+                notes.append(
+                    f"{name}@{n}: in the balancer but not running: removed" + _fail(result)
+                )
+                ctx.metrics.repairs.labels(name, "dead-member").inc()
+            elif member.state is MemberState.DRAINING and finish_drain:
+                result = sequence.retire(n)
+                notes.append(
+                    f"{name}@{n}: drained by an interrupted scale-in: stopped" + _fail(result)
+                )
+                ctx.metrics.repairs.labels(name, "finish-drain").inc()
+        states = {u.n: u.state for u in handle.runtime.list()}
+        for n in sorted(running - set(members)):
+            if states.get(n) is not UnitState.RUNNING:
+                continue  # still starting: next time
+            notes += self._adopt(handle, sequence, n)
+        if notes:
+            self._record(notes)
+        return notes
+
+    def _adopt(self, handle: PoolHandle, sequence: Any, n: int) -> list[str]:
+        """A running instance the balancer does not know: added once healthy; stopped only
+        after start_timeout of failed probes, with the reason in the audit log."""
+        ctx = self.ctx
+        name = handle.name
+        key = (name, n)
+        address = instance_address(name, handle.spec, n, sequence.host)
+        if sequence.healthy(address, handle.spec.health):
+            self._unhealthy_since.pop(key, None)
+            result = sequence.adopt(n)
+            ctx.metrics.repairs.labels(name, "lost-member").inc()
+            what = "healthy: added" if result.ok else "not added"
+            return [f"{name}@{n}: running but not in the balancer: {what}" + _fail(result)]
+        now = ctx.clock()
+        first = self._unhealthy_since.setdefault(key, now)
+        if now - first < handle.spec.start_timeout:
+            ctx.log.warning(
+                "running, not in the balancer, not healthy yet",
+                pool=name,
+                n=n,
+                probe=f"GET {address}{handle.spec.health}",
+                seconds=round(now - first, 1),
+            )
+            return []
+        self._unhealthy_since.pop(key, None)
+        assert handle.runtime is not None
+        ctx.guard()
+        why = (
+            f"{name}@{n}: running but not in the balancer and not healthy for {now - first:.0f}s"
+            f" (start_timeout {handle.spec.start_timeout:g}s)"
+        )
+        try:
+            handle.runtime.stop(n)
+        except SenexError as exc:
+            return [f"{why}; stopping it failed: {exc}"]
+        ctx.metrics.repairs.labels(name, "never-healthy").inc()
+        return [f"{why}: stopped"]
+
+    # ------------------------------------------------------------------ audit
+
+    def _record(self, notes: list[str]) -> None:
+        ctx = self.ctx
+        doc = {
+            "kind": "reconcile",
+            "pool": None,
+            "rule": None,
+            "priority": "critical",
+            "reasons": notes,
+        }
+        ctx.store.record_decision(ctx.clock(), doc, "done", {"fence": ctx.fence}, fence=ctx.fence)
+        for note in notes:
+            ctx.log.warning("reconciled", note=note)
+
+
+def _running(handle: PoolHandle) -> list[int]:
+    assert handle.runtime is not None
+    live = (UnitState.RUNNING, UnitState.STARTING)
+    return sorted(i.n for i in handle.runtime.list() if i.state in live)
+
+
+def _fail(outcome: Outcome) -> str:
+    return f" (failed: {'; '.join(outcome.failed.values())})" if outcome.failed else ""
