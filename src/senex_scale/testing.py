@@ -78,6 +78,8 @@ class RecordingRuntime:
     calls: list[tuple[str, int]] = field(default_factory=list)
     fail: dict[tuple[str, int], Exception] = field(default_factory=dict)
     """(method, n) -> the exception that call raises."""
+    graces: list[float | None] = field(default_factory=list)
+    """The ``grace`` of every ``stop`` call."""
 
     def list(self) -> list[RuntimeInstance]:
         return [
@@ -93,8 +95,9 @@ class RecordingRuntime:
             raise PermanentError(f"no instance {n}")
         self.running.add(n)
 
-    def stop(self, n: int) -> None:
+    def stop(self, n: int, grace: float | None = None) -> None:
         self.calls.append(("stop", n))
+        self.graces.append(grace)
         if ("stop", n) in self.fail:
             raise self.fail[("stop", n)]
         self.running.discard(n)
@@ -130,6 +133,11 @@ class RecordingBalancer:
         if n not in self.state:
             raise PermanentError(f"no member {n}")
         self.state[n] = (self.state[n][0], MemberState.DRAINING)
+
+    def disable(self, n: int) -> None:
+        self._call("disable", n)
+        if n in self.state:
+            self.state[n] = (self.state[n][0], MemberState.DOWN)
 
     def remove(self, n: int) -> None:
         self._call("remove", n)

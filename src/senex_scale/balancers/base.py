@@ -52,6 +52,12 @@ class Balancer(Protocol):
         """Stop sending new requests to ``n``; its open connections continue."""
         ...
 
+    def disable(self, n: int) -> None:
+        """Send ``n`` nothing more, not even clients a cookie or hash sticks to it (HAProxy:
+        maintenance); its open connections go on until the instance stops. Called after the
+        drain, right before the stop, so no client can reach a stopping instance."""
+        ...
+
     def remove(self, n: int) -> None:
         """Take ``n`` out of the configuration (after it was drained and stopped)."""
         ...

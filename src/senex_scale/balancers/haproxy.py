@@ -249,6 +249,18 @@ class HAProxyBalancer:
         with self._persisting(name, line):
             self._expect_empty(f"set server {self.backend}/{name} state drain")
 
+    def disable(self, n: int) -> None:
+        """Put ``{prefix}-{n}`` into maintenance (persisted ``disabled``): unlike a drain, not
+        even a client whose cookie sticks to it gets there; open sessions go on until the
+        instance stops (nothing is shut down here)."""
+        name = self.server_name(n)
+        existing = self._servers().get(n)
+        if existing is None:
+            return
+        line = self._config_line(name, existing.address, MemberState.DOWN)
+        with self._persisting(name, line):
+            self._expect_empty(f"set server {self.backend}/{name} state maint")
+
     def remove(self, n: int) -> None:
         """Put ``{prefix}-{n}`` into maintenance and delete it (idempotent).
 

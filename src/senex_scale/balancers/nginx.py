@@ -159,6 +159,12 @@ class NginxBalancer:
             servers[n] = _Server(n, servers[n].address, down=True)
             self._apply(list(servers.values()), f"drain instance {n}")
 
+    def disable(self, n: int) -> None:
+        """The same as a drain: a ``down`` server gets nothing, and nginx sticks no client to
+        it (``ip_hash`` skips it too). No reload when it is down already."""
+        if any(s.n == n and not s.down for s in self._read()):
+            self.drain(n)
+
     def remove(self, n: int) -> None:
         """Delete ``n``'s server line (nothing to do when it is not there)."""
         with self._locked():

@@ -9,19 +9,23 @@
 
     scale-in, the chosen instances (least loaded first, then the newest) all at once:
         balancer.drain(each) --> wait until each has no connections or drain_timeout (one
-        wait for all) --> balancer.remove(n) --> runtime.stop(n)   (the stops in parallel)
-              |                                     |                  |
-              drain failed: nothing stopped         remove failed:     stop failed: n runs,
-                                                    n is not stopped   out of the balancer
+        wait for all) --> disable(n) --> runtime.stop(n) --> balancer.remove(n)
+              |                          |                  |  (stops in parallel)
+              drain failed:              disable failed:    stop failed: n runs, out of
+              nothing stopped            n is not stopped   service (down/maint), not removed
 
-The balancer never points at a stopped instance: an instance is added only once healthy, and
-stopped only after it left the balancer (HAProxy puts it in maintenance before it is deleted,
-so a cookie-sticky client cannot reach it once it stops). Worker pools (no balancer) wait for
-the runtime to report the process running instead of an HTTP health check, and their graceful
-stop is the drain. ``guard`` is called before every step that changes something: the daemon
-passes its fencing check, so a controller that lost the lead stops between two steps
-(``FencedError`` leaves the sequence at once; the new leader reconciles what it left). Time
-comes from an injected clock and sleep, so tests can run it on a fake clock.
+The balancer never sends a request to a stopped instance: an instance is added only once
+healthy, and stopped only once it is out of service (drained, then disabled: HAProxy's
+maintenance, so not even a cookie-sticky client reaches it; nginx's ``down``). Its open
+connections go on until the stop, so the app server closes them itself (uvicorn and Daphne
+send close frames on SIGTERM) rather than the balancer cutting them. Worker pools' stop gets
+``drain_timeout`` as its grace (Celery's warm shutdown), and they wait for the runtime to
+report the process running instead of an HTTP health check.
+
+``guard`` is called before every step that changes something: the daemon passes its fencing
+check, so a controller that lost the lead stops between two steps (``FencedError`` leaves the
+sequence at once; the new leader reconciles what it left). Time comes from an injected clock
+and sleep, so tests can run it on a fake clock.
 """
 
 from __future__ import annotations
@@ -183,7 +187,7 @@ class ScaleSequence:
         return outcome
 
     def _take_out(self, chosen: list[int], outcome: Outcome, *, drain: bool) -> None:
-        """(Drain,) wait until idle, remove, stop; failures are recorded in ``outcome``."""
+        """(Drain,) wait until idle, disable, stop, remove; failures go into ``outcome``."""
         draining = []
         for n in chosen:
             try:
@@ -200,34 +204,50 @@ class ScaleSequence:
         if self.balancer is not None:
             for n, why in self._wait_idle(draining).items():
                 self._step(outcome, n, "idle", why)
-        removed = []
+        stopping = []
         for n in draining:
+            try:
+                if self.balancer is not None:
+                    self._check()
+                    self.balancer.disable(n)
+                    self._step(outcome, n, "disable")
+                stopping.append(n)
+            except FencedError:
+                raise
+            except SenexError as exc:
+                outcome.failed[n] = f"not stopped: {exc}"
+                self._step(outcome, n, "failed", f"disable: {exc}")
+        if not stopping:
+            return
+        self._check()
+        if len(stopping) == 1:
+            self._stop_one(stopping[0], outcome)
+        else:
+            # stops take the runtime's graceful-stop time each: all at once, not in a row
+            with ThreadPoolExecutor(len(stopping), thread_name_prefix=f"stop-{self.name}") as ex:
+                list(ex.map(lambda n: self._stop_one(n, outcome), stopping))
+        for n in stopping:
+            if n in outcome.failed:
+                continue
             try:
                 if self.balancer is not None:
                     self._check()
                     self.balancer.remove(n)
                     self._step(outcome, n, "remove")
-                removed.append(n)
+                outcome.done.append(n)
             except FencedError:
                 raise
             except SenexError as exc:
-                outcome.failed[n] = f"not stopped: {exc}"
+                # stopped and out of service (down/maint): live reconcile removes it later
+                outcome.failed[n] = f"stopped, not removed: {exc}"
                 self._step(outcome, n, "failed", f"remove: {exc}")
-        if not removed:
-            return
-        self._check()
-        if len(removed) == 1:
-            self._stop_one(removed[0], outcome)
-            return
-        # stops take the runtime's graceful-stop time each: all at once, not one after another
-        with ThreadPoolExecutor(len(removed), thread_name_prefix=f"stop-{self.name}") as pool:
-            list(pool.map(lambda n: self._stop_one(n, outcome), removed))
 
     def _stop_one(self, n: int, outcome: Outcome) -> None:
+        # a worker's graceful stop is its drain: drain_timeout bounds its warm shutdown
+        grace = self.pool.drain_timeout if self.balancer is None else None
         try:
-            self.runtime.stop(n)
+            self.runtime.stop(n, grace=grace)
             self._step(outcome, n, "stop")
-            outcome.done.append(n)
         except SenexError as exc:
             outcome.failed[n] = str(exc)
             self._step(outcome, n, "failed", f"stop: {exc}")

@@ -48,8 +48,13 @@ class Runtime(Protocol):
         """Start instance ``n``; returns once the runtime accepted it (not when healthy)."""
         ...
 
-    def stop(self, n: int) -> None:
-        """Stop instance ``n`` (a graceful stop: SIGTERM, then the runtime's kill timeout)."""
+    def stop(self, n: int, grace: float | None = None) -> None:
+        """Stop instance ``n`` (a graceful stop: SIGTERM, then the runtime's kill timeout).
+
+        ``grace``: seconds the instance may take to finish its work after SIGTERM before the
+        runtime's own stop goes on (a worker pool's ``drain_timeout``: Celery's warm
+        shutdown finishes the tasks it holds). Runtimes that cannot signal first bound the
+        stop by their own timeout (systemd: the unit's ``TimeoutStopSec``/``StopTimeout``)."""
         ...
 
 

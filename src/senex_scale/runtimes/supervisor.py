@@ -295,6 +295,17 @@ class SupervisorRuntime:
         finally:
             proxy("close")()
 
+    def _term_and_wait(self, name: str, grace: float) -> None:
+        sent = self._call("signalProcess", name, "TERM", ok=(NOT_RUNNING,))
+        if sent is None:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            info: dict[str, Any] = self._call("getProcessInfo", name)
+            if info.get("statename") not in ("RUNNING", "STOPPING", "STARTING"):
+                return
+            time.sleep(_POLL)
+
     # ------------------------------------------------------------------ Runtime
 
     def list(self) -> list[RuntimeInstance]:
@@ -333,9 +344,16 @@ class SupervisorRuntime:
         """``startProcess(NAME, False)``: returns once spawned; already started is fine."""
         self._call("startProcess", self.process_name(n), False, ok=(ALREADY_STARTED,))
 
-    def stop(self, n: int) -> None:
-        """``stopProcess(NAME, True)``: returns once stopped; already stopped is fine."""
+    def stop(self, n: int, grace: float | None = None) -> None:
+        """``stopProcess(NAME, True)``: returns once stopped; already stopped is fine.
+
+        With ``grace``: SIGTERM first (``signalProcess``), then up to ``grace`` seconds for
+        the process to exit by itself (a Celery worker's warm shutdown finishing its tasks),
+        then ``stopProcess`` (stopsignal, and SIGKILL after ``stopwaitsecs``). A clean exit
+        (0) after the SIGTERM is expected, so ``autorestart=unexpected`` does not restart it."""
         name = self.process_name(n)
+        if grace is not None and grace > 0:
+            self._term_and_wait(name, grace)
         deadline = time.monotonic() + self.settings.stop_timeout
         done = self._call(
             "stopProcess", name, True, timeout=self.settings.stop_timeout, ok=(NOT_RUNNING,)

@@ -431,9 +431,11 @@ class SystemdRuntime:
         if done.returncode != 0:
             raise self._failure(done, "start", unit)
 
-    def stop(self, n: int) -> None:
+    def stop(self, n: int, grace: float | None = None) -> None:
         """``systemctl stop UNIT``: returns once stopped (bounded by stop_timeout); a stopped
-        instance is fine."""
+        instance is fine. ``grace`` is the unit's own business here: systemd sends SIGTERM
+        and waits ``TimeoutStopSec`` (the rendered Quadlet units set ``StopTimeout`` from the
+        pool's stop timeout), so a worker's warm shutdown gets that long."""
         unit = self.unit_name(n)
         done = self._systemctl("stop", unit, timeout=self.settings.stop_timeout)
         if done.returncode != 0:

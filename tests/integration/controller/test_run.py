@@ -82,7 +82,7 @@ def test_scales_out_and_back_in_on_real_sources(stack: Any, traffic_for: Any) ->
     assert any("web-load" in r and "> 70" in r for r in out["reasons"]), out["reasons"]
     assert [s["what"] for s in out["detail"]["steps"]][:3] == ["start", "healthy", "add"]
     web_in = next(d for d in done if d["pool"] == "web" and d["direction"] == "in")
-    assert [s["what"] for s in web_in["detail"]["steps"]] == ["drain", "idle", "remove", "stop"]
+    assert [s["what"] for s in web_in["detail"]["steps"]] == ["drain", "idle", "disable", "stop", "remove"]
     assert any("web-load" in r and "< 30" in r for r in web_in["reasons"]), web_in["reasons"]
 
 

@@ -1,5 +1,6 @@
-"""The scale sequence: start -> healthy -> add; drain -> idle -> remove -> stop; and every
-failure path leaves the balancer pointing only at running, healthy instances."""
+"""The scale sequence: start -> healthy -> add; drain -> idle -> disable -> stop -> remove;
+and every failure path leaves the balancer sending requests only to running, healthy
+instances."""
 
 from __future__ import annotations
 
@@ -93,16 +94,25 @@ def test_add_failure_stops_the_instance() -> None:
     assert 2 not in lb.state
 
 
-def test_scale_in_drains_waits_removes_then_stops_in_order() -> None:
-    """Scale-in: drain, wait until idle, remove, then stop, for the least loaded member (the
-    balancer lets go of it before it stops: nothing in service is ever stopped)."""
+def test_scale_in_drains_waits_disables_stops_removes_in_order() -> None:
+    """Scale-in: drain, wait until idle, disable, stop, then remove, for the least loaded
+    member (out of service before it stops: nothing that gets requests is ever stopped)."""
     seq, runtime, lb, _, steps = make(running={1, 2, 3})
     lb.open = {1: 5, 2: 0, 3: 9}
     outcome = seq.scale_in(1)
     assert outcome.done == [2]
-    assert [s.what for s in steps] == ["drain", "idle", "remove", "stop"]
-    assert lb.calls == [("drain", 2), ("remove", 2)]
+    assert [s.what for s in steps] == ["drain", "idle", "disable", "stop", "remove"]
+    assert lb.calls == [("drain", 2), ("disable", 2), ("remove", 2)]
     assert runtime.calls == [("stop", 2)]
+    assert runtime.graces == [None], "a web instance's drain was the balancer's"
+
+
+def test_worker_stop_gets_drain_timeout_as_its_grace() -> None:
+    """A worker pool's stop is its drain: the runtime gets drain_timeout (60 s) to let the
+    worker finish its tasks (Celery's warm shutdown)."""
+    seq, runtime, _, _, _ = make(running={1, 2}, balancer=False)
+    assert seq.scale_in(1).ok
+    assert runtime.graces == [60.0]
 
 
 def test_scale_in_waits_for_connections_then_the_timeout() -> None:
@@ -128,24 +138,36 @@ def test_failed_drain_stops_nothing() -> None:
     assert lb.state[2][1] is MemberState.READY
 
 
-def test_failed_stop_leaves_it_running_out_of_the_balancer() -> None:
-    """A stop that fails leaves a running instance that is no longer a member."""
+def test_failed_stop_leaves_it_running_out_of_service() -> None:
+    """A stop that fails leaves a running instance that gets no requests (disabled)."""
     seq, runtime, lb, _, _ = make(running={1, 2})
     runtime.fail[("stop", 2)] = TemporaryError("unit busy")
     outcome = seq.scale_in(1)
     assert outcome.failed == {2: "unit busy"}
     assert 2 in runtime.running
-    assert 2 not in lb.state
+    assert lb.state[2][1] is MemberState.DOWN
+    assert ("remove", 2) not in lb.calls
 
 
-def test_failed_remove_stops_nothing() -> None:
-    """A remove that fails leaves the instance running (drained): a member is never stopped."""
+def test_failed_disable_stops_nothing() -> None:
+    """A disable that fails leaves the instance running (drained): never stopped in service."""
     seq, runtime, lb, _, _ = make(running={1, 2})
-    lb.fail[("remove", 2)] = PermanentError("nginx -t failed: rolled back")
+    lb.fail[("disable", 2)] = PermanentError("haproxy: no such server")
     outcome = seq.scale_in(1)
-    assert "rolled back" in outcome.failed[2]
+    assert "no such server" in outcome.failed[2]
     assert runtime.calls == []
     assert lb.state[2][1] is MemberState.DRAINING
+
+
+def test_failed_remove_after_the_stop_leaves_a_member_out_of_service() -> None:
+    """The stop worked, the remove did not: the member stays disabled (no request reaches
+    it) for live reconcile to remove."""
+    seq, runtime, lb, _, _ = make(running={1, 2})
+    lb.fail[("remove", 2)] = TemporaryError("socket timeout")
+    outcome = seq.scale_in(1)
+    assert "not removed" in outcome.failed[2]
+    assert 2 not in runtime.running
+    assert lb.state[2][1] is MemberState.DOWN
 
 
 def test_scale_in_of_several_drains_them_together() -> None:
