@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from senex_scale.balancers.base import Member, MemberState
 from senex_scale.controller.context import Context
+from senex_scale.controller.probe import Prober
 from senex_scale.core.state import Instance, InstanceState
 from senex_scale.errors import SenexError
 from senex_scale.runtimes.base import RuntimeInstance, UnitState
@@ -26,9 +27,13 @@ class Drift:
     """Members whose instance is not running: the balancer points at nothing."""
     lost_members: list[int] = field(default_factory=list)
     """Instances running (not starting) that the balancer does not know."""
+    sick: list[int] = field(default_factory=list)
+    """Serving members that failed their health probes (frozen, deadlocked)."""
+    recovered: list[int] = field(default_factory=list)
+    """Members taken out for their health that pass their probes again."""
 
     def __bool__(self) -> bool:
-        return bool(self.dead_members or self.lost_members)
+        return bool(self.dead_members or self.lost_members or self.sick or self.recovered)
 
     def describe(self) -> str:
         parts = []
@@ -36,6 +41,10 @@ class Drift:
             parts.append(f"members not running {self.dead_members}")
         if self.lost_members:
             parts.append(f"running, not in the balancer {self.lost_members}")
+        if self.sick:
+            parts.append(f"failing their health probes {self.sick}")
+        if self.recovered:
+            parts.append(f"healthy again {self.recovered}")
         return "; ".join(parts)
 
 
@@ -69,9 +78,11 @@ def ingest(ctx: Context, readings: list[Reading]) -> tuple[dict[str, str], dict[
     return errors, source_errors
 
 
-def list_instances(ctx: Context) -> Listing:
-    """Core instances per pool from its runtime and balancer."""
+def list_instances(ctx: Context, prober: Prober | None = None) -> Listing:
+    """Core instances per pool from its runtime and balancer; members failing their health
+    probes are not capacity (the core sees them draining)."""
     listing = Listing()
+    taken_out = ctx.store.get("sick", {})
     for name, handle in ctx.pools.items():
         if handle.runtime is None:
             listing.broken[name] = handle.error or "no runtime"
@@ -84,17 +95,30 @@ def list_instances(ctx: Context) -> Listing:
             listing.broken[name] = f"cannot list instances: {exc}"
             listing.instances[name] = []
             continue
-        listing.instances[name] = core_instances(units, members)
+        sick = prober.sick(name) if prober is not None and members is not None else set()
+        listing.instances[name] = core_instances(units, members, sick)
         if members is not None:
-            listing.drift[name] = drift_of(units, members)
+            drift = drift_of(units, members)
+            drift.sick = sorted(
+                n for n in sick if n in members and members[n].state is MemberState.READY
+            )
+            if prober is not None:
+                drift.recovered = sorted(
+                    n
+                    for n in taken_out.get(name, [])
+                    if n in members and prober.healthy(name, n)
+                )
+            listing.drift[name] = drift
     return listing
 
 
 def core_instances(
-    units: list[RuntimeInstance], members: dict[int, Member] | None
+    units: list[RuntimeInstance],
+    members: dict[int, Member] | None,
+    sick: set[int] | frozenset[int] = frozenset(),
 ) -> list[Instance]:
     """Running instances as the core counts them: ready (serving), starting (not in the
-    balancer yet) or draining (in the balancer, taking no new work)."""
+    balancer yet) or draining (in the balancer, taking no new work; or failing its probes)."""
     items = []
     for unit in units:
         if unit.state not in (UnitState.RUNNING, UnitState.STARTING):
@@ -106,7 +130,7 @@ def core_instances(
             member = members.get(unit.n)
             if member is None:
                 state = InstanceState.STARTING
-            elif member.state is not MemberState.READY:
+            elif member.state is not MemberState.READY or unit.n in sick:
                 state = InstanceState.DRAINING
         items.append(Instance(str(unit.n), state, unit.started_at))
     return items

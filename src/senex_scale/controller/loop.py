@@ -7,7 +7,8 @@ One tick (it never waits for an action; see ``act.py`` for the workers)::
     deposed (a worker met a newer fence)? --> step down, lead again next tick with a new token
     collect every rule's metric (a failed source = missing data, never zero; counted)
     store the samples; read back each rule's window from the store (survives restarts)
-    instances = runtime.list() + balancer.members(), and the drift between them  (collect.py)
+    instances = runtime.list() + balancer.members(), and the drift between them  (collect.py);
+        members failing their health probes (probe.py, its own thread) are not capacity
     plan = core.Decider.decide(observation, now)                      (pure; memory is data)
     live reconcile: orphaned journal entries closed; drifted idle pools repaired
     per decision: hold | busy | dry-run | backoff | a job on the pool's worker       (act.py)
@@ -15,8 +16,8 @@ One tick (it never waits for an action; see ``act.py`` for the workers)::
 
 The module is split by responsibility: ``context`` (what the parts share: store, fence,
 pools, memory lock), ``collect``, ``act`` (workers, scale jobs, action rules, backoff),
-``reconcile`` (takeover and live) and ``record``; this one holds the lifecycle (run, stop,
-reload) and the order of a tick.
+``reconcile`` (takeover and live), ``probe`` (members' health) and ``record``; this one
+holds the lifecycle (run, stop, reload) and the order of a tick.
 
 ``stop()`` (SIGTERM) ends the loop and then waits for the actions in flight to finish;
 ``request_reload()`` (SIGHUP) loads the policy file again at the next tick and keeps the
@@ -41,6 +42,7 @@ from senex_scale.controller.act import Actor, Workers
 from senex_scale.controller.collect import Listing, ingest, list_instances
 from senex_scale.controller.context import Context, PoolHandle, build_pool
 from senex_scale.controller.leader import Leader
+from senex_scale.controller.probe import Prober
 from senex_scale.controller.reconcile import Reconciler
 from senex_scale.controller.record import status_doc, update_metrics
 from senex_scale.core.decide import Decider, Plan
@@ -117,7 +119,8 @@ class ControllerLoop:
         )
         self.workers = Workers(self.ctx)
         self.actor = Actor(self.ctx, self.workers)
-        self.reconciler = Reconciler(self.ctx, self.workers)
+        self.prober = Prober(self.ctx)
+        self.reconciler = Reconciler(self.ctx, self.workers, self.prober)
         self.leading = False
         self.paused = False
         self.reload_error: str | None = None
@@ -204,6 +207,7 @@ class ControllerLoop:
     def run(self, ticks: int | None = None) -> None:
         """Tick every interval until ``stop()`` (or ``ticks`` ticks)."""
         done = 0
+        self.prober.start()
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -221,6 +225,7 @@ class ControllerLoop:
                 if wait > 0:
                     self._wake.wait(wait)
         finally:
+            self.prober.stop()
             if self.in_flight():
                 self.log.info("waiting for the actions in flight", jobs=self.in_flight())
             self.settle(STOP_WAIT)
@@ -277,7 +282,7 @@ class ControllerLoop:
     def _leading_tick(self, now: float, report: TickReport) -> None:
         ctx = self.ctx
         errors, self._source_errors = ingest(ctx, self.collector.collect(now))
-        listing = list_instances(ctx)
+        listing = list_instances(ctx, self.prober)
         samples = {
             rule: self.store.samples(rule, now - window - self.policy.controller.gap_bound)
             for rule, window in self.windows.items()

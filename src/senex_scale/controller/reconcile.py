@@ -16,7 +16,9 @@
                                              running and probed again; stopped only once it
                                              has stayed unhealthy for start_timeout (the
                                              audit log says so)
-        member draining, scale-in cut short (takeover only) -> waited, removed, stopped
+        member draining, scale-in cut short (takeover only) -> waited, disabled, stopped, removed
+        member failing its health probes (probe.py)          -> drained (not the last healthy)
+        member drained for its health, probes pass again     -> added back
 
 Every repair is a "reconcile" row in the audit log with one reason per change, and a
 ``senex_scale_repairs_total{pool, kind}`` count.
@@ -27,10 +29,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from senex_scale.balancers.base import MemberState
+from senex_scale.balancers.base import Member, MemberState
 from senex_scale.controller.act import Workers
 from senex_scale.controller.collect import Listing
 from senex_scale.controller.context import Context, PoolHandle
+from senex_scale.controller.probe import SICK_AFTER, Prober
 from senex_scale.controller.sequence import Outcome
 from senex_scale.errors import SenexError
 from senex_scale.runtimes.base import UnitState, instance_address
@@ -39,9 +42,10 @@ from senex_scale.runtimes.base import UnitState, instance_address
 class Reconciler:
     """Takeover and live reconciliation of one controller."""
 
-    def __init__(self, ctx: Context, workers: Workers) -> None:
+    def __init__(self, ctx: Context, workers: Workers, prober: Prober | None = None) -> None:
         self.ctx = ctx
         self.workers = workers
+        self.prober = prober
         self._last_repair: dict[str, float] = {}
         self._unhealthy_since: dict[tuple[str, int], float] = {}
 
@@ -128,6 +132,7 @@ class Reconciler:
             self._record([f"{name}: cannot reconcile: {exc}"])
             return []
         notes: list[str] = []
+        taken_out = set(ctx.store.get("sick", {}).get(name, []))
         for n, member in sorted(members.items()):
             if n not in running:
                 result = sequence.forget(n)
@@ -135,7 +140,7 @@ class Reconciler:
                     f"{name}@{n}: in the balancer but not running: removed" + _fail(result)
                 )
                 ctx.metrics.repairs.labels(name, "dead-member").inc()
-            elif member.state is MemberState.DRAINING and finish_drain:
+            elif member.state is MemberState.DRAINING and finish_drain and n not in taken_out:
                 result = sequence.retire(n)
                 notes.append(
                     f"{name}@{n}: drained by an interrupted scale-in: stopped" + _fail(result)
@@ -146,8 +151,62 @@ class Reconciler:
             if states.get(n) is not UnitState.RUNNING:
                 continue  # still starting: next time
             notes += self._adopt(handle, sequence, n)
+        notes += self._health(handle, members, running, taken_out)
         if notes:
             self._record(notes)
+        return notes
+
+    def _health(
+        self,
+        handle: PoolHandle,
+        members: dict[int, Member],
+        running: set[int],
+        taken_out: set[int],
+    ) -> list[str]:
+        """Sick serving members out of service; recovered ones back (see probe.py). Never
+        takes out the last member that passes its probes: if every one fails, the cause is
+        shared (a database down) and taking them out would only turn slow into down."""
+        ctx = self.ctx
+        if self.prober is None or handle.balancer is None:
+            return []
+        name = handle.name
+        notes = []
+        before = set(taken_out)
+        sick = self.prober.sick(name)
+        serving = [
+            n
+            for n, m in members.items()
+            if m.state is MemberState.READY and n in running and n not in sick
+        ]
+        for n in sorted(sick):
+            member = members.get(n)
+            if member is None or member.state is not MemberState.READY or n not in running:
+                continue
+            if not serving:
+                ctx.log.warning("every member fails its health probe: left in service", pool=name)
+                break
+            ctx.guard()
+            handle.balancer.drain(n)
+            taken_out.add(n)
+            ctx.metrics.repairs.labels(name, "sick").inc()
+            notes.append(
+                f"{name}@{n}: failing its health probe (GET {member.address}"
+                f"{handle.spec.health}) {SICK_AFTER} times in a row: taken out of service"
+            )
+        for n in sorted(taken_out):
+            if n not in members or n not in running:
+                taken_out.discard(n)
+            elif self.prober.healthy(name, n):
+                ctx.guard()
+                handle.balancer.add(n, members[n].address)
+                taken_out.discard(n)
+                ctx.metrics.repairs.labels(name, "recovered").inc()
+                notes.append(f"{name}@{n}: passes its health probe again: back in service")
+        if taken_out != before:
+            with ctx.backoff_lock:
+                every = dict(ctx.store.get("sick", {}))
+                every[name] = sorted(taken_out)
+                ctx.store.put("sick", every, fence=ctx.fence)
         return notes
 
     def _adopt(self, handle: PoolHandle, sequence: Any, n: int) -> list[str]:

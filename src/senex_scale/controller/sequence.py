@@ -35,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from senex_scale.balancers.base import Balancer
+from senex_scale.balancers.base import Balancer, MemberState
 from senex_scale.errors import FencedError, SenexError
 from senex_scale.policy.models import Pool
 from senex_scale.runtimes.base import Runtime, UnitState, instance_address, probe_health
@@ -177,12 +177,17 @@ class ScaleSequence:
             self._stop_quietly(n, outcome)
 
     def scale_in(self, count: int) -> Outcome:
-        """Drain, wait, remove and stop ``count`` instances, least loaded (then newest) first;
-        the chosen instances drain at the same time (one wait, not one per instance)."""
+        """Drain, wait, disable, stop and remove ``count`` instances: those out of service
+        first (drained for their health, not in the balancer), then the least loaded, then
+        the newest; the chosen instances drain at the same time (one wait for all)."""
         outcome = Outcome()
         running = self.running()
         load = {n: self._connections(n) for n in running}
-        order = sorted(running, key=lambda n: (load[n] if load[n] is not None else 0, -n))
+        serving = self._serving()
+        order = sorted(
+            running,
+            key=lambda n: (n in serving, load[n] if load[n] is not None else 0, -n),
+        )
         self._take_out(order[:count], outcome, drain=True)
         return outcome
 
@@ -295,6 +300,15 @@ class ScaleSequence:
         return outcome
 
     # ------------------------------------------------------------------ waiting
+
+    def _serving(self) -> set[int]:
+        """Members that get new requests (everything, without a balancer)."""
+        if self.balancer is None:
+            return set(self.running())
+        try:
+            return {m.n for m in self.balancer.members() if m.state is MemberState.READY}
+        except SenexError:
+            return set(self.running())
 
     def _connections(self, n: int) -> int | None:
         if self.balancer is None:

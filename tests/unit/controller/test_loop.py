@@ -103,6 +103,7 @@ class Harness:
             self.source.values["cpu"] = cpu
         reports = []
         for _ in range(count):
+            self.loop.prober.probe_all()  # the daemon does this on a thread of its own
             reports.append(self.loop.tick())
             assert self.loop.settle(30), "an action did not finish"
             self.clock.advance(15)
@@ -392,6 +393,34 @@ def test_an_unhealthy_lost_instance_is_stopped_only_after_start_timeout(h: Harne
     h.ticks(2)
     assert h.runtime.running == {1}
     assert any("not healthy for" in n and "stopped" in n for n in h.reconciled())
+
+
+def test_a_frozen_member_is_taken_out_of_service_and_back_when_it_recovers(h: Harness) -> None:
+    """A member whose process lives but fails its health probe twice in a row is drained
+    (not capacity: a replacement may start); once it passes again it is added back."""
+    h.ticks(3, cpu=90)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
+    h.unhealthy = {2}
+    reports = h.ticks(3, cpu=50)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.DRAINING}
+    assert h.runtime.running == {1, 2}, "alive, so not stopped"
+    assert any("web@2: failing its health probe" in n for n in h.reconciled())
+    plan = reports[-1].plan
+    assert plan is not None
+    assert plan.decisions[0].current == 1, "the frozen member is not capacity"
+    h.unhealthy = set()
+    h.ticks(2)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
+    assert any("web@2: passes its health probe again" in n for n in h.reconciled())
+
+
+def test_when_every_member_fails_its_probe_none_is_taken_out(h: Harness) -> None:
+    """Every member failing at once is a shared cause (a database down): taking them all out
+    would turn slow into down, so they stay in service."""
+    h.ticks(3, cpu=90)
+    h.unhealthy = {1, 2}
+    h.ticks(4, cpu=50)
+    assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
 
 
 def test_a_journal_entry_left_running_is_closed_live(h: Harness) -> None:
