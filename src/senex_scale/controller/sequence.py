@@ -126,6 +126,10 @@ class ScaleSequence:
             if self.balancer is not None:
                 if self.healthy(address, self.pool.health):
                     return None
+                # a process that died at start will never answer: say so now, not at the timeout
+                state = {i.n: i.state for i in self.runtime.list()}.get(n)
+                if state is UnitState.FAILED:
+                    return "the runtime reports it failed (it exited while starting)"
             else:
                 states = {i.n: i.state for i in self.runtime.list()}
                 if states.get(n) is UnitState.RUNNING:
