@@ -2,15 +2,18 @@
 
 Every row of the seed's matrix is one recording rule (the signal, named
 ``level:metric:operation`` as the Prometheus naming guide asks) and one alert on it with the
-row's threshold, window and priority. The queries use metric names that really exist, which the
-seed's did not: django-prometheus has no ``django_http_requests_total`` (its request counter is
-``django_http_requests_total_by_view_transport_method_total``), and celery-exporter labels
-queue length with ``queue_name``, not ``queue``. Instance counts and scaling events come from
-the controller's own ``senex_scale_*`` metrics, not from ``count(up)``, which counts targets
-that are down.
+row's threshold, window and priority. The queries use the names the scraped targets really
+publish: the reference app's own middleware (``senex_scale.contrib.django.metrics``:
+``django_http_requests_total{method,status}``, ``senex_websocket_connections``, the process
+collector), the Celery workers (``install_celery_metrics``), the controller (``senex_scale_*``)
+and the exporters the inventory names (``EXPORTER_METRICS``: node_exporter, redis_exporter,
+celery-exporter, whose queue label is ``queue_name``). Instance counts and scaling events come
+from the controller's own metrics, not from ``count(up)``, which counts targets that are down.
 
-``metric_names`` pulls the metric names out of a PromQL expression, so the renderer and the
-tests can check every query against the names the exporters publish.
+``metric_names`` pulls the metric names out of a PromQL expression and ``rendered_queries``
+lists every expression of the rules and the dashboard, so the tests check each name against
+live ``/metrics`` of the reference app, a worker and the exporters
+(``tests/integration/django/test_metric_names.py``).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def controller_alerts() -> list[dict[str, Any]]:
             "alert": "SenexScaleSourceErrors",
             "expr": "sum by (source) (rate(senex_scale_source_errors_total[5m])) > 0",
             "for": "5m",
-            "labels": {"severity": "high"},
+            "labels": {"severity": "high", "priority": "high"},
             "annotations": {
                 "summary": "metric source {{ $labels.source }} is failing: the controller holds",
             },
@@ -129,7 +132,7 @@ def controller_alerts() -> list[dict[str, Any]]:
             "alert": "SenexScaleNoLeader",
             "expr": "max(senex_scale_leader) < 1",
             "for": "5m",
-            "labels": {"severity": "critical"},
+            "labels": {"severity": "critical", "priority": "critical"},
             "annotations": {"summary": "no senex-scale controller holds the leader lock"},
         },
         {
@@ -139,7 +142,7 @@ def controller_alerts() -> list[dict[str, Any]]:
                 ' >= max by (pool) (senex_scale_pool_instances{state="max"})'
             ),
             "for": "15m",
-            "labels": {"severity": "medium"},
+            "labels": {"severity": "medium", "priority": "medium"},
             "annotations": {"summary": "pool {{ $labels.pool }} wants its max: raise it?"},
         },
     ]
@@ -240,8 +243,7 @@ def dashboard(*, title: str, web_pool: str) -> dict[str, Any]:
             "Request distribution",
             [
                 (
-                    "sum by (instance) (rate("
-                    f"django_http_requests_total_by_view_transport_method_total{{{web}}}[5m]))",
+                    f"sum by (instance) (rate(django_http_requests_total{{{web}}}[5m]))",
                     "{{instance}}",
                 )
             ],
@@ -328,6 +330,36 @@ def dashboard_queries(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- PromQL names
+
+EXPORTER_METRICS: dict[str, tuple[str, ...]] = {
+    # prometheus-node-exporter (Debian), collectors cpu and filesystem
+    "node": ("node_cpu_seconds_total", "node_filesystem_avail_bytes", "node_filesystem_size_bytes"),
+    # prometheus-redis-exporter (oliver006/redis_exporter)
+    "redis": ("redis_memory_used_bytes", "redis_memory_max_bytes"),
+    # danihodovic/celery-exporter (not packaged in Debian nor on PyPI): queue label queue_name
+    "celery": ("celery_queue_length",),
+}
+"""The names the rules and the dashboard read from each exporter the inventory scrapes."""
+
+
+def rendered_queries(
+    *, postgres_hosts: list[str], interval: str, web_pool: str
+) -> list[tuple[str, str]]:
+    """(where, expr) of every PromQL expression rendered: recording rules, alerts, panels."""
+    found: list[tuple[str, str]] = []
+    for group in rule_groups(postgres_hosts=postgres_hosts, interval=interval)["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("record") or rule.get("alert")
+            found.append((f"rule {name}", rule["expr"]))
+    found += dashboard_queries(dashboard(title="Senex Scale", web_pool=web_pool))
+    return found
+
+
+def recorded_names(*, postgres_hosts: list[str], interval: str) -> set[str]:
+    """The series the recording rules make (alerts read them)."""
+    groups = rule_groups(postgres_hosts=postgres_hosts, interval=interval)["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
 
 _KEYWORDS = frozenset(
     [

@@ -11,6 +11,14 @@ Format: ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (base64), 
 SaltedPassword = PBKDF2-HMAC-SHA256(SASLprep(password), salt, iterations),
 StoredKey = SHA-256(HMAC(SaltedPassword, "Client Key")),
 ServerKey = HMAC(SaltedPassword, "Server Key").
+
+Why not scramp (pg8000's SCRAM library): its SASLprep differs from PostgreSQL's, so its
+secret is not the one libpq and the server make for some passwords. It drops the B.1
+characters before mapping C.1.2 spaces (U+200B, in both tables: PostgreSQL maps it to a
+space), and it raises on a prohibited or badly bidirectional password where PostgreSQL uses
+the password unprepared. What is left once SASLprep is right is PBKDF2 and two HMACs from
+the standard library. ``tests/integration/render/test_scram_libpq.py`` checks this module
+against libpq's own ``PQencryptPasswordConn`` and a real server's SCRAM login.
 """
 
 from __future__ import annotations
@@ -34,30 +42,50 @@ _SECRET = re.compile(
 )
 
 
+_PROHIBITED = (
+    stringprep.in_table_c12,
+    stringprep.in_table_c21_c22,
+    stringprep.in_table_c3,
+    stringprep.in_table_c4,
+    stringprep.in_table_c5,
+    stringprep.in_table_c6,
+    stringprep.in_table_c7,
+    stringprep.in_table_c8,
+    stringprep.in_table_c9,
+    stringprep.in_table_a1,
+)
+
+
 def saslprep(password: str) -> str:
-    """SASLprep (RFC 4013) as PostgreSQL applies it: a prohibited result means "use as is"."""
-    if password.isascii() and password.isprintable():
+    """SASLprep (RFC 4013) exactly as PostgreSQL's ``pg_saslprep`` (src/common/saslprep.c)
+    applies it, for libpq and the server alike:
+
+    - an all-ASCII password is used as is (no check at all);
+    - each character of the non-ASCII space table (C.1.2) becomes a space, *then* each of
+      the "mapped to nothing" table (B.1) is dropped: U+200B is in both, and PostgreSQL
+      makes it a space (RFC order and scramp's drop it: a different secret);
+    - nothing left: the password is used unprepared;
+    - NFKC; then any prohibited character (C.1.2, C.2-C.9, unassigned A.1) or a bad
+      bidirectional string (RFC 3454 section 6) means: the password is used unprepared.
+    """
+    if password.isascii():
         return password
     mapped = "".join(
         " " if stringprep.in_table_c12(ch) else ch
         for ch in password
-        if not stringprep.in_table_b1(ch)
+        if stringprep.in_table_c12(ch) or not stringprep.in_table_b1(ch)
     )
-    normal = unicodedata.normalize("NFKC", mapped)
-    prohibited = (
-        stringprep.in_table_c12,
-        stringprep.in_table_c21_c22,
-        stringprep.in_table_c3,
-        stringprep.in_table_c4,
-        stringprep.in_table_c5,
-        stringprep.in_table_c6,
-        stringprep.in_table_c7,
-        stringprep.in_table_c8,
-        stringprep.in_table_c9,
-        stringprep.in_table_a1,
-    )
-    if any(check(ch) for ch in normal for check in prohibited):
+    if not mapped:  # nothing left: PostgreSQL refuses an empty result, uses the input
         return password
+    normal = unicodedata.normalize("NFKC", mapped)
+    if any(check(ch) for ch in normal for check in _PROHIBITED):
+        return password
+    rand_al = [stringprep.in_table_d1(ch) for ch in normal]
+    if any(rand_al):
+        if any(stringprep.in_table_d2(ch) for ch in normal):
+            return password
+        if not (rand_al[0] and rand_al[-1]):
+            return password
     return normal
 
 

@@ -10,8 +10,18 @@ Settings (``[sources.NAME] type = "pgbouncer"``)::
     connect_timeout     "3s"; libpq's minimum is 2 s
     query_timeout       "5s": the client-side deadline (+1 s) for an answer to a SHOW command
 
-``metric.query`` is one of ``clients_waiting``, ``max_wait_seconds``, ``pool_use``;
-``docs/sources-postgres.md`` gives the unit and the admin command behind each.
+``metric.query`` is one of ``clients_waiting``, ``max_wait_seconds``, ``pool_use`` (from
+``SHOW POOLS``) or, from ``SHOW CLIENTS`` and ``SHOW SERVERS`` (the strategy's "waiting
+clients, wait time" per connection):
+
+==========================  ============================================================
+``clients``                 client connections (any state)
+``client_wait_avg_seconds`` mean time the waiting clients have waited so far (0: none wait)
+``servers_active``          server connections linked to a client now
+``servers_idle``            server connections open and unused
+==========================  ============================================================
+
+``docs/sources-postgres.md`` gives the unit and the admin command behind the first three.
 
 The admin console speaks only the simple query protocol, outside transactions, and closes the
 connection on an unknown command. The source therefore connects with autocommit, never prepares
@@ -35,7 +45,15 @@ from senex_scale.sources.postgres import (
     unknown_query,
 )
 
-QUERIES = ("clients_waiting", "max_wait_seconds", "pool_use")
+QUERIES = (
+    "clients_waiting",
+    "max_wait_seconds",
+    "pool_use",
+    "clients",
+    "client_wait_avg_seconds",
+    "servers_active",
+    "servers_idle",
+)
 
 ADMIN_DATABASE = "pgbouncer"
 """The console's own database name; its pseudo-pool is never reported."""
@@ -89,13 +107,30 @@ class PgBouncerSource:
             "max_wait_seconds": self._max_wait,
             "pool_use": self._pool_use,
         }
+        self._connection_handlers: dict[str, tuple[str, Callable[[list[Pool]], float]]] = {
+            "clients": ("SHOW CLIENTS", lambda rows: float(len(rows))),
+            "client_wait_avg_seconds": ("SHOW CLIENTS", _mean_wait),
+            "servers_active": ("SHOW SERVERS", _count_state("active")),
+            "servers_idle": ("SHOW SERVERS", _count_state("idle")),
+        }
 
     def __repr__(self) -> str:
         return f"PgBouncerSource(name={self.name!r}, dsn={self.console.redacted!r})"
 
     def query(self, request: MetricRequest, now: float) -> list[Sample]:
         """Samples of ``request.metric.query`` as of ``now``."""
-        handler = self._handlers.get(request.metric.query.strip())
+        query = request.metric.query.strip()
+        if query in self._connection_handlers:
+            command, value = self._connection_handlers[query]
+            try:
+                values = self._values(self._connections(command), value)
+            except KeyError as exc:
+                raise self.console.fail(
+                    f"{command} has no column {exc} (an unsupported PgBouncer version?)",
+                    temporary=False,
+                ) from exc
+            return [Sample(now, v, instance) for instance, v in values]
+        handler = self._handlers.get(query)
         if handler is None:
             raise unknown_query(self.name, request.metric.query, QUERIES)
         pools = self._pools()
@@ -135,11 +170,25 @@ class PgBouncerSource:
             pools.append(row)
         return pools
 
-    def _values(self, pools: list[Pool], value: Callable[[list[Pool]], float]) -> Values:
-        """One pool-level value over all pools, or one per pool with ``per_pool``."""
+    def _connections(self, command: str) -> list[Pool]:
+        """``SHOW CLIENTS`` or ``SHOW SERVERS`` rows of the selected databases."""
+        wanted = self.settings.database
+        return [
+            row
+            for row in self.console.run_dicts(command)
+            if str(row.get("database")) != ADMIN_DATABASE
+            and (wanted is None or str(row.get("database")) == wanted)
+        ]
+
+    def _values(self, rows: list[Pool], value: Callable[[list[Pool]], float]) -> Values:
+        """One pool-level value over all rows, or one per pool ("database/user") with
+        ``per_pool`` (pools from SHOW POOLS, or connections grouped by their pool)."""
         if not self.settings.per_pool:
-            return [(None, value(pools))]
-        return [(f"{pool['database']}/{pool['user']}", value([pool])) for pool in pools]
+            return [(None, value(rows))]
+        groups: dict[str, list[Pool]] = {}
+        for row in rows:
+            groups.setdefault(f"{row['database']}/{row['user']}", []).append(row)
+        return [(instance, value(group)) for instance, group in groups.items()]
 
     # -- metrics
 
@@ -168,3 +217,20 @@ class PgBouncerSource:
             return 100.0 * active / size
 
         return self._values(pools, use)
+
+
+def _wait_seconds(row: Pool) -> float:
+    return int(row["wait"]) + int(row.get("wait_us") or 0) / 1e6
+
+
+def _mean_wait(rows: list[Pool]) -> float:
+    """Mean wait so far of the clients in state ``waiting`` (0 when none waits)."""
+    waits = [_wait_seconds(r) for r in rows if r["state"] == "waiting"]
+    return sum(waits) / len(waits) if waits else 0.0
+
+
+def _count_state(state: str) -> Callable[[list[Pool]], float]:
+    def count(rows: list[Pool]) -> float:
+        return float(sum(1 for r in rows if r["state"] == state))
+
+    return count

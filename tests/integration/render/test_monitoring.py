@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from senex_scale.render.monitoring import dashboard_queries, metric_names
+from senex_scale.render.monitoring import EXPORTER_METRICS, dashboard_queries, metric_names
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +26,14 @@ BRIEF_SENEX_METRICS = (
 )
 """The controller's metrics as agreed, used when senex_scale.telemetry.metrics is absent."""
 
-DJANGO_PROMETHEUS = (
-    # django-prometheus 2.x, django_prometheus/middleware.py (no "django_http_requests_total")
-    "django_http_requests_total_by_method_total",
-    "django_http_requests_total_by_transport_total",
-    "django_http_requests_total_by_view_transport_method_total",
-    "django_http_requests_latency_seconds_by_view_method",
-    "django_http_responses_total_by_status_total",
-    "django_http_requests_before_middlewares_total",
+APP_METRICS = (
+    # senex_scale.contrib.django.metrics, what the reference app exports (checked against its
+    # live /metrics in tests/integration/django/test_metric_names.py)
+    "django_http_requests_total",
+    "django_http_request_duration_seconds_bucket",
+    "senex_websocket_connections",
 )
-CELERY_EXPORTER = (
-    # danihodovic/celery-exporter: the queue label is queue_name
-    "celery_queue_length",
-    "celery_active_worker_count",
-    "celery_worker_tasks_active",
-    "celery_task_sent_total",
-    "celery_task_succeeded_total",
-)
+EXPORTERS = tuple(name for names in EXPORTER_METRICS.values() for name in names)
 
 
 def senex_metrics() -> set[str]:
@@ -152,7 +143,7 @@ def test_matrix_alerts_fire_as_the_seed_says(deployment: Any, tmp_path: Path) ->
 def test_dashboard_queries_use_exported_metric_names(deployment: Any) -> None:
     """Every panel query and annotation of the dashboard reads only metrics that exist."""
     doc = json.loads(deployment.file("lb01", "grafana/senex-scale.json").read_text())
-    known = senex_metrics() | process_metrics() | set(DJANGO_PROMETHEUS) | set(CELERY_EXPORTER)
+    known = senex_metrics() | process_metrics() | set(APP_METRICS) | set(EXPORTERS)
     queries = dashboard_queries(doc)
     assert len(queries) >= 7
     for where, expr in queries:
@@ -168,7 +159,8 @@ def test_dashboard_queries_use_exported_metric_names(deployment: Any) -> None:
 
 def test_name_check_can_fail() -> None:
     """The seed's queries fail the same check (no such metric; wrong label is not a name)."""
-    known = senex_metrics() | process_metrics() | set(DJANGO_PROMETHEUS)
-    assert metric_names("sum(rate(django_http_requests_total[5m])) by (instance)") - known == {
-        "django_http_requests_total"
+    known = senex_metrics() | process_metrics() | set(APP_METRICS)
+    old = "sum(rate(django_http_requests_total_by_view_transport_method_total[5m])) by (instance)"
+    assert metric_names(old) - known == {
+        "django_http_requests_total_by_view_transport_method_total"
     }

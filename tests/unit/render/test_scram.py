@@ -45,3 +45,16 @@ def test_verify_and_reuse() -> None:
 def test_random_salt_differs() -> None:
     """Two secrets of one password differ (a salt per render, unless kept)."""
     assert scram_secret("same-password") != scram_secret("same-password")
+
+
+def test_saslprep_maps_spaces_before_dropping_b1_as_postgresql_does() -> None:
+    """U+200B is a space (C.1.2 before B.1); ASCII is untouched; a prohibited, badly
+    bidirectional or emptied password is used unprepared (pg_saslprep)."""
+    from senex_scale.render.scram import saslprep
+
+    assert saslprep("pass\u200bword") == "pass word"
+    assert saslprep("a\u00a0b\u00adc") == "a bc"
+    assert saslprep("ascii\x07") == "ascii\x07"
+    assert saslprep("\u0627\u0031") == "\u0627\u0031"
+    assert saslprep("\u00ad") == "\u00ad"
+    assert saslprep("\ufb01") == "fi"
