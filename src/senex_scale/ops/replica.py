@@ -642,13 +642,16 @@ class ReplicaState:
 
 
 def probe_replica(dsn: str) -> tuple[bool, float | None, str]:
-    """(in recovery, lag seconds, replay LSN) of one replica. Seconds are 0 when everything
-    received is replayed, else the age of the last replayed transaction (an upper bound)."""
+    """(in recovery, age of the last replayed transaction, replay LSN) of one replica.
+
+    The age is an upper bound of the lag, not the lag: the caller makes it 0 when the replica
+    has replayed the primary's current position. The replica's own "everything received is
+    replayed" is never taken as 0: a replica whose WAL receiver has stopped has replayed all
+    it received and can be arbitrarily far behind."""
     with connect(dsn, what="replica", timeout=3) as conn:
         row = conn.execute(
             "SELECT pg_is_in_recovery(),"
-            " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
-            " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,"
+            " extract(epoch FROM now() - pg_last_xact_replay_timestamp()),"
             " pg_last_wal_replay_lsn()::text"
         ).fetchone()
     assert row is not None
@@ -947,6 +950,8 @@ def replica_states(primary: str, reg: Path) -> list[ReplicaState]:
                         "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint", [current, replay]
                     ).fetchone()
                     lag_bytes = int(diff[0]) if diff and diff[0] is not None else lag_bytes
+                    if lag_bytes is not None and lag_bytes <= 0:
+                        lag_seconds = 0.0  # it has replayed the primary's position: current
                     if not recovery:
                         error = "not in recovery (promoted?)"
                 except SenexError as exc:

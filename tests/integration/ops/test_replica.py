@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from senex_scale.contrib.django.registry import read_registry
@@ -119,6 +120,28 @@ def test_replica_add_status_remove(primary: Postgres, workdir: Path) -> None:
         finally:
             with psycopg.connect(replica_dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_wal_replay_resume()")
+        # the WAL receiver cut (primary_conninfo to a dead port): the replica has replayed
+        # all it received, yet it is behind, and status must not call it 0 s behind
+        with psycopg.connect(replica_dsn, autocommit=True) as conn:
+            (conninfo,) = conn.execute("SHOW primary_conninfo").fetchone()  # type: ignore[misc]
+            conn.execute("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'")
+            conn.execute("SELECT pg_reload_conf()")
+        try:
+            time.sleep(1.0)
+            with primary.connect() as conn:
+                conn.execute("INSERT INTO t SELECT g, 'cut' FROM generate_series(3000, 4000) g")
+            cut = json.loads(
+                cli("replica", "status", "--primary", primary.dsn(), "--registry", registry,
+                    "--json").stdout
+            )["replicas"][0]  # fmt: skip
+            print("receiver cut:", cut)
+            assert cut["lag_bytes"] > 0
+            assert cut["lag_seconds"] is None or cut["lag_seconds"] > 0, cut
+        finally:
+            with psycopg.connect(replica_dsn, autocommit=True) as conn:
+                restore = psycopg.sql.SQL("ALTER SYSTEM SET primary_conninfo = {}")
+                conn.execute(restore.format(psycopg.sql.Literal(conninfo)))
+                conn.execute("SELECT pg_reload_conf()")
         table = cli("replica", "status", "--primary", primary.dsn(), "--registry", registry)
         assert "replica_a" in table.stdout
         assert "streaming" in table.stdout
