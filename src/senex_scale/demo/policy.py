@@ -26,7 +26,6 @@ from senex_scale.policy.loading import validate_policy
 
 CHANGES = (
     "schedules are dropped: they follow the New York clock, which a compressed day does not",
-    "the postgres-cpu runbook (ansible-playbook) becomes a notify: there is no playbook here",
     "disk-usage watches the demo's directory instead of /var/lib/containers",
 )
 
@@ -153,11 +152,6 @@ def demo_policy_doc(
         metric["query"] = RANGE.sub(
             lambda m: f"[{_scale_duration(m.group(1), speed, floor=MIN_RANGE)}]", metric["query"]
         )
-        if rule["name"] == "postgres-cpu":
-            rule["action"] = {
-                "type": "notify",
-                "message": "PostgreSQL CPU high: add a read replica (senex-scale replica add)",
-            }
         if rule["name"] == "disk-usage":
             metric["query"] = endpoints.disk
     validate_policy(out, source="<demo policy>")

@@ -82,7 +82,13 @@ def test_scales_out_and_back_in_on_real_sources(stack: Any, traffic_for: Any) ->
     assert any("web-load" in r and "> 70" in r for r in out["reasons"]), out["reasons"]
     assert [s["what"] for s in out["detail"]["steps"]][:3] == ["start", "healthy", "add"]
     web_in = next(d for d in done if d["pool"] == "web" and d["direction"] == "in")
-    assert [s["what"] for s in web_in["detail"]["steps"]] == ["drain", "idle", "disable", "stop", "remove"]
+    assert [s["what"] for s in web_in["detail"]["steps"]] == [
+        "drain",
+        "idle",
+        "disable",
+        "stop",
+        "remove",
+    ]
     assert any("web-load" in r and "< 30" in r for r in web_in["reasons"]), web_in["reasons"]
 
 
@@ -192,3 +198,59 @@ def test_sigterm_finishes_the_action_in_flight(stack: Any) -> None:
     decisions = stack.cli("history")["decisions"]
     assert not [d for d in decisions if d["outcome"] == "running"]
     assert decisions[0]["outcome"] == "done"
+
+
+def _scale_cli(stack: Any, *args: str) -> Any:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = [str(Path(sys.executable).with_name("senex-scale")), "scale", *args]
+    argv += ["--policy", str(stack.root / "policy.toml"), "--state", stack.state, "--json"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_manual_scale_takes_the_lock_and_journals(stack: Any) -> None:
+    """``senex-scale scale`` is refused while a controller leads the same state; once none
+    does, it acts under the lock and its action is in the audit log like the daemon's."""
+    proc = stack.run("--no-web")
+    wait_until(lambda: _at_rest(stack), 40, "pools at their minimum")
+    refused = _scale_cli(stack, "web", "2")
+    assert refused.returncode == 1, refused.stderr
+    assert "another controller leads" in refused.stderr
+    assert stack.running("web") == {1}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    done = _scale_cli(stack, "web", "2")
+    assert done.returncode == 0, done.stderr
+    assert stack.running("web") == {1, 2}
+    assert stack.upstream() == {1, 2}
+    row = stack.cli("history")["decisions"][0]
+    assert (row["pool"], row["outcome"], row["current"], row["desired"]) == ("web", "done", 1, 2)
+    assert row["reasons"] == ["manual: senex-scale scale web 2"]
+    assert [s["what"] for s in row["detail"]["steps"]] == ["start", "healthy", "add"]
+
+
+def test_the_standby_keeps_its_own_status_and_the_page_shows_both(stack: Any) -> None:
+    """Leader and standby each record their own status; the standby never blanks the
+    leader's pools (the page and ``status --json`` list both controllers)."""
+    a = stack.run("--no-web")
+    wait_until(lambda: _event_seen(stack, a, event="leading"), 30, "a to lead")
+    port = free_port()
+    stack.run("--listen", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _at_rest(stack), 40, "pools at their minimum")
+
+    def both() -> bool:
+        doc = _status(url)
+        roles = sorted(c["role"] for c in doc["controllers"].values())
+        return roles == ["leader", "standby"]
+
+    wait_until(both, 20, "two controllers on the page", ignore=(httpx.HTTPError,))
+    for _ in range(5):
+        doc = _status(url)
+        assert {p["pool"] for p in doc["status"]["pools"]} == {"web", "worker"}
+        time.sleep(0.5)
+    assert httpx.get(f"{url}/healthz", timeout=5).json()["role"] == "standby"
+    cli = stack.cli("status")
+    assert len(cli["controllers"]) == 2

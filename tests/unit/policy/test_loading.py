@@ -18,7 +18,7 @@ from senex_scale.policy import (
     load_policy,
     parse_policy,
 )
-from senex_scale.policy.models import Notify, Runbook
+from senex_scale.policy.models import Notify
 
 DEFAULT = default_policy_text()
 
@@ -61,7 +61,7 @@ def rule(policy: Policy, name: str) -> ThresholdRule | ActionRule:
 # (rule, pool, signal, above, for (s), priority, action type): the seed's decision matrix.
 MATRIX = [
     pytest.param("django-cpu", "django", "cpu", 70, 300, "high", None, id="django-cpu"),
-    pytest.param("postgres-cpu", None, "db_cpu", 80, 600, "high", "runbook", id="postgres-cpu"),
+    pytest.param("postgres-cpu", None, "db_cpu", 80, 600, "high", "notify", id="postgres-cpu"),
     pytest.param("redis-memory", None, "memory", 90, 0, "critical", "notify", id="redis-memory"),
     pytest.param("celery-queue", "celery", "queue", 100, 300, "medium", None, id="celery-queue"),
     pytest.param(
@@ -99,13 +99,13 @@ def test_default_policy_expresses_the_decision_matrix(
     assert (condition.above, condition.below, condition.for_) == (above, None, for_)
 
 
-def test_default_postgres_rule_runs_the_read_replica_runbook() -> None:
-    """PostgreSQL CPU runs the add-read-replica playbook (a runbook, not a notification)."""
+def test_default_postgres_rule_names_the_replica_command() -> None:
+    """PostgreSQL CPU notifies a person with the command that adds a read replica (nothing
+    the default cannot ship, such as a playbook, is run)."""
     found = rule(load_default(), "postgres-cpu")
     assert isinstance(found, ActionRule)
-    assert isinstance(found.action, Runbook)
-    assert found.action.argv[0] == "ansible-playbook"
-    assert "read-replica" in found.action.argv[-1]
+    assert isinstance(found.action, Notify)
+    assert "senex-scale replica add" in found.action.message
 
 
 def test_default_redis_and_disk_rules_notify() -> None:
