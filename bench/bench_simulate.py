@@ -3,8 +3,10 @@
 Prints, per controller, wall time, ticks per second, the ratio of simulated time to wall time,
 and the cost relative to a null controller measured in the same run (the engine loop with a
 controller that never acts), so decision cost and engine overhead can be told apart. Then the
-whole `simulate` as the CLI runs it (controllers in parallel processes) against the sum of the
-single-process runs. Aim (issue 3): the whole run under 10 s on the 2-core machine.
+whole `simulate` as the CLI runs it (each pool of the policy and of the HPA, and each other
+baseline, as a task in parallel processes) against the sum of the single-process runs. Aim
+(issues 3 and 16): the whole run under 10 s on the 2-core machine. Timings on a shared machine
+are noisy: compare the ratios within one run.
 
 Run: .venv/bin/python bench/bench_simulate.py [--days 30] [--step 15]
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,12 +80,17 @@ def validate(
     policy: Annotated[Path, typer.Argument(help="Policy file to check.")],
     json_out: JsonFlag = False,
 ) -> None:
-    """Check a policy file; list every problem with its dotted path (exit 2 if any)."""
+    """Check a policy file; list every problem with its dotted path (exit 2 if any).
+
+    The drivers' tables (``sources.*``, each pool's ``runtime`` and ``balancer``) are checked
+    with the drivers' own settings models; nothing is connected to.
+    """
     from senex_scale.errors import PolicyError
     from senex_scale.policy import load_policy
+    from senex_scale.settings import driver_problems
 
     try:
-        loaded = load_policy(policy)
+        loaded = load_policy(policy, checks=(driver_problems,))
     except PolicyError as exc:
         if json_out:
             print(
@@ -132,13 +138,16 @@ def plan(
     from senex_scale.observe import format_time, load_observation, parse_time
     from senex_scale.policy import load_policy
 
-    loaded = load_policy(policy)
-    observation, file_now = load_observation(observe)
-    if now is not None:
+    given: float | None = None
+    if now is not None:  # the command line first: it is the quickest to fix
         try:
-            at = parse_time(float(now) if now.replace(".", "", 1).isdigit() else now)
+            given = parse_time(float(now) if now.replace(".", "", 1).isdigit() else now)
         except ValueError as exc:
             raise InputError(f"--now: {exc}") from None
+    loaded = load_policy(policy)
+    observation, file_now = load_observation(observe, loaded)
+    if given is not None:
+        at = given
     elif file_now is not None:
         at = file_now
     else:
@@ -255,6 +264,15 @@ def metrics(
 # --------------------------------------------------------------------------- scale
 
 
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="State store URL (sqlite:PATH or postgresql://...); default: the policy's.",
+    ),
+]
+
+
 @app.command()
 def scale(
     pool: Annotated[str, typer.Argument(help="Pool name from the policy.")],
@@ -266,18 +284,20 @@ def scale(
     force: Annotated[
         bool, typer.Option("--force", help="Allow a count outside the pool's min..max.")
     ] = False,
+    state: StateOption = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Scale a pool to COUNT instances, safely: start, healthy, add; drain, wait, stop, remove.
+    """Scale a pool to COUNT instances, safely: start, healthy, add; drain, wait, remove, stop.
 
-    The seed's manual procedure in one command, each step printed as it happens. Exit 1 if
-    any instance failed (the balancer is left pointing only at healthy, running instances).
+    The seed's manual procedure in one command, each step printed as it happens. It takes the
+    controller's leader lock (refused while `senex-scale run` leads the same state), and the
+    action is journaled and in the audit log like the daemon's. Exit 1 if any instance failed
+    (the balancer is left pointing only at healthy, running instances).
     """
-    from senex_scale.balancers.base import build_balancer
-    from senex_scale.controller.sequence import ScaleSequence, Step
+    from senex_scale.controller.manual import manual_scale
+    from senex_scale.controller.sequence import Step
     from senex_scale.plugins import did_you_mean
     from senex_scale.policy import load_policy
-    from senex_scale.runtimes.base import build_runtime
 
     loaded = load_policy(policy)
     if pool not in loaded.pools:
@@ -288,16 +308,22 @@ def scale(
         raise InputError(
             f"{pool}: {count} is outside min..max ({spec.min}..{spec.max}); --force to do it anyway"
         )
-    runtime = build_runtime(pool, spec)
-    balancer = build_balancer(pool, spec) if spec.balancer is not None else None
 
     def show(step: Step) -> None:
         if not json_out:
             detail = f": {step.detail}" if step.detail else ""
             err.print(f"{pool}@{step.n}: {step.what}{detail}", markup=False)
 
-    sequence = ScaleSequence(pool, spec, runtime, balancer, on_step=show)
-    running = sequence.running()
+    result = manual_scale(
+        loaded,
+        pool,
+        count,
+        state=state,
+        on_step=show,
+        dry_run=dry_run,
+        command=f"senex-scale scale {pool} {count}" + (" --force" if force else ""),
+    )
+    running = result.before
     direction = "out" if count > len(running) else "in" if count < len(running) else "none"
     if dry_run:
         doc = {"pool": pool, "running": running, "desired": count, "direction": direction}
@@ -308,8 +334,8 @@ def scale(
                 f"{pool}: {len(running)} running {running}; would scale {direction} to {count}"
             )
         return
-    outcome = sequence.scale_to(count)
-    after = sequence.running()
+    outcome = result.outcome
+    after = result.after
     if json_out:
         print(
             json.dumps(
@@ -391,19 +417,63 @@ def simulate(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No table, no progress bar.")
     ] = False,
+    suite: Annotated[
+        bool,
+        typer.Option(
+            "--suite", help="Run the seeded trace suite (docs/simulator.md) instead of one trace."
+        ),
+    ] = False,
+    suite_count: Annotated[
+        int, typer.Option("--suite-count", min=1, help="Traces in the suite.")
+    ] = 200,
+    suite_seed: Annotated[
+        int, typer.Option("--suite-seed", min=0, help="Seed of the suite's first trace.")
+    ] = 0,
+    case: Annotated[
+        str | None,
+        typer.Option("--case", help="Replay one suite trace by name, e.g. flash-crash-17."),
+    ] = None,
 ) -> None:
     """Replay a load trace through the policy and score it against the baselines."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from senex_scale.policy import load_policy
     from senex_scale.simulate.model import load_model
-    from senex_scale.simulate.runner import parse_compare
+    from senex_scale.simulate.runner import parse_compare, span_problem
     from senex_scale.simulate.runner import simulate as run_simulation
 
     loaded = load_policy(policy)
     baselines = [] if compare.strip() == "none" else parse_compare(compare)
+    if model is not None:  # a directory, bytes that are not UTF-8, nesting too deep
+        from senex_scale.policy.loading import load_toml, read_input
+
+        try:
+            load_toml(read_input(model))
+        except ValueError as exc:
+            raise InputError(f"{model}: {exc}") from None
     sim_model = load_model(model)
-    loaded_trace = _load_trace(trace)
+    for option, target in (("--json", json_path), ("--report", report)):
+        if target is not None and str(target) != "-" and not target.absolute().parent.is_dir():
+            raise InputError(f"{option} {target}: the directory {target.parent} does not exist")
+    if suite:
+        if trace is not None or case is not None:
+            raise InputError("--suite runs its own traces: leave out --trace and --case")
+        _run_suite(loaded, sim_model, baselines, suite_count, suite_seed, json_path, report, quiet)
+        return
+    faults = None
+    if case is not None:
+        if trace is not None:
+            raise InputError("--case replays a suite trace: leave out --trace")
+        from senex_scale.simulate.generate import family_trace
+        from senex_scale.simulate.suite import parse_case
+
+        chosen = parse_case(case)
+        loaded_trace, faults = family_trace(chosen.family, chosen.seed)
+    else:
+        loaded_trace = _load_trace(trace)
+    problem = span_problem(loaded_trace.end - loaded_trace.start, loaded.controller.interval)
+    if problem:
+        raise InputError(f"{trace or 'the trace'}: {problem}")
     show = not quiet and json_path != Path("-")
     progress_bar = Progress(
         TextColumn("{task.description:>12}"),
@@ -422,7 +492,9 @@ def simulate(
         progress_bar.update(tasks[name], completed=done)
 
     with progress_bar:
-        result = run_simulation(loaded_trace, loaded, sim_model, baselines, progress=progress)
+        result = run_simulation(
+            loaded_trace, loaded, sim_model, baselines, progress=progress, faults=faults
+        )
     doc = result.as_dict()
     if json_path is not None:
         text = json.dumps(doc, indent=2)
@@ -440,6 +512,101 @@ def simulate(
             out.print(f"scores written to {json_path}")
         if report is not None:
             out.print(f"report written to {report}")
+
+
+def _run_suite(
+    loaded: Any,
+    sim_model: Any,
+    baselines: list[str],
+    count: int,
+    first_seed: int,
+    json_path: Path | None,
+    report: Path | None,
+    quiet: bool,
+) -> None:
+    """``simulate --suite``: the distribution table, the goals and the worst traces."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from senex_scale.simulate.suite import METRICS, POLICY, render_html, run_suite
+
+    show = not quiet and json_path != Path("-")
+    bar = Progress(
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    )
+    with bar:
+        task = bar.add_task("suite", total=count)
+        result = run_suite(
+            loaded,
+            sim_model,
+            count=count,
+            first_seed=first_seed,
+            compare=baselines,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    if json_path is not None:
+        text = json.dumps(result.as_dict(), indent=2)
+        if str(json_path) == "-":
+            print(text)
+        else:
+            json_path.write_text(text + "\n", encoding="utf-8")
+    if report is not None:
+        report.write_text(render_html(result), encoding="utf-8")
+    if not show:
+        return
+    table = Table(
+        title=f"suite: {count} traces from seed {first_seed} (median / p90 / worst; "
+        "lower is better)"
+    )
+    table.add_column("pool")
+    table.add_column("policy")
+    for metric in METRICS:
+        table.add_column(metric.replace("_", " "), justify="right")
+    for pool in result.pools:
+        names = result.controllers
+        for i, name in enumerate(names):
+            cells = [
+                " / ".join(
+                    f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}" for v in result.stats(name, pool, m)
+                )
+                for m in METRICS
+            ]
+            table.add_row(
+                pool if i == 0 else "",
+                name,
+                *cells,
+                style="bold" if name == POLICY else None,
+                end_section=i == len(names) - 1,
+            )
+    _print_table(table)
+    if "hpa" in result.controllers:
+        goals = result.against_hpa()
+        out.print(
+            f"policy vs hpa: SLO minutes <= hpa's on {goals['slo_not_above_hpa_share']:.0%} "
+            f"of traces, worst excess {goals['slo_worst_excess_minutes']:.1f} min; median "
+            f"instance-hours {goals['ih_vs_hpa_median']:.2f}x hpa, "
+            f"{goals['ih_vs_oracle_median']:.2f}x oracle; median actions/h "
+            f"{goals['actions_per_hour_median']:.2f} "
+            f"(hpa {goals['hpa_actions_per_hour_median']:.2f})"
+        )
+        families = "; ".join(
+            f"{name} {f['slo_minutes_median']:.1f}/{f['hpa_slo_minutes_median']:.1f} "
+            f"({f['slo_not_above_hpa_share']:.0%})"
+            for name, f in result.by_family().items()
+        )
+        out.print(f"SLO minutes by family, median policy/hpa (share <= hpa): {families}")
+    for metric in ("slo_minutes", "under_accuracy"):
+        worst = ", ".join(f"{n} ({v:.1f})" for n, v in result.worst(POLICY, metric))
+        out.print(f"worst traces for the policy by {metric}: {worst}")
+    out.print("replay one: senex-scale simulate --case NAME")
+    if json_path is not None:
+        out.print(f"suite written to {json_path}")
+    if report is not None:
+        out.print(f"report written to {report}")
 
 
 def _print_scores(result: Any) -> None:
@@ -485,6 +652,10 @@ def _print_scores(result: Any) -> None:
         )
 
 
+MAX_TRACE_ROWS = 10_000_000
+"""Most rows ``trace generate`` writes (a year at 3 s): more is a typo in --step or --days."""
+
+
 @trace_app.command("generate")
 def trace_generate(
     kind: Annotated[str, typer.Argument(help="trading-day, news-day, holiday or slow-week.")],
@@ -509,9 +680,17 @@ def trace_generate(
         first = date.fromisoformat(start) if start is not None else None
     except ValueError:
         raise InputError(f'--start: "{start}" is not a date (YYYY-MM-DD)') from None
+    rows = (days or 1) * 86400 / (step or 15) if step is None or step > 0 else 0
+    if rows > MAX_TRACE_ROWS:
+        raise InputError(
+            f"--days/--step: {rows:.3g} rows, more than {MAX_TRACE_ROWS:,} (a longer step or "
+            "fewer days)"
+        )
+    if first is not None and first.year > 9000:
+        raise InputError(f'--start: "{start}" is too far ahead (a date before the year 9000)')
     try:
         made = generate(kind, start=first, days=days, step=step, seed=seed, scale=scale)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InputError(str(exc)) from None
     comment = generation_comment(
         kind, out=str(out_path), start=first, days=days, step=step, seed=seed, scale=scale
@@ -524,14 +703,6 @@ def trace_generate(
 
 
 # --------------------------------------------------------------------------- controller
-
-StateOption = Annotated[
-    str | None,
-    typer.Option(
-        "--state",
-        help="State store URL (sqlite:PATH or postgresql://...); default: the policy's.",
-    ),
-]
 
 
 @app.command()
@@ -606,12 +777,18 @@ def status(
     try:
         doc = store.get("status") or {}
         recent = store.history(acted=True, limit=10)
+        controllers = store.statuses()
     finally:
         store.close()
     if json_out:
-        print(json.dumps({"status": doc, "decisions": [r.as_dict() for r in recent]}, indent=2))
+        body = {
+            "status": doc,
+            "controllers": controllers,
+            "decisions": [r.as_dict() for r in recent],
+        }
+        print(json.dumps(body, indent=2))
         return
-    _print_table(status_view(doc, recent, time.time()))
+    _print_table(status_view(doc, recent, time.time(), controllers))
     if not doc:
         raise typer.Exit(1)
 
@@ -695,13 +872,35 @@ app.command("demo")(demo_command)
 # --------------------------------------------------------------------------- entry point
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Our own warnings (an ignored trace column) as ``Warning: ...``; no Python source line."""
+    if category.__module__.startswith("senex_scale"):
+        sys.stderr.write(f"Warning: {message}\n")
+        return
+    _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Console-script entry: run the app, turn SenexError into ``Error: ...`` and an exit code.
 
+    The message is written as it is (no markup, no wrapping) and always ends with a newline.
     Click's standalone mode handles usage errors (exit 2), ``--help`` and Ctrl-C itself.
     """
+    warnings.showwarning = _show_warning
     try:
         app()
     except SenexError as exc:
-        err.print(f"Error: {exc}", markup=False)
+        text = str(exc).rstrip("\n") or "failed"
+        sys.stderr.write(f"Error: {text}\n")
+        sys.stderr.flush()
         sys.exit(exc.exit_code)

@@ -25,11 +25,20 @@ notify/runbook rule. Errors name the dotted path, like policy errors.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from senex_scale.core.state import (
     Instance,
@@ -41,26 +50,90 @@ from senex_scale.core.state import (
     ScaleEvent,
 )
 from senex_scale.errors import InputError
-from senex_scale.policy.loading import format_errors
+from senex_scale.plugins import did_you_mean
+from senex_scale.policy.loading import dotted, format_errors, read_input, too_deep
+
+if TYPE_CHECKING:
+    from senex_scale.policy.models import Policy
+
+LATEST = 253402300799.0
+"""9999-12-31T23:59:59Z, the last instant a date can show: later epoch seconds are refused."""
 
 
 def parse_time(value: object) -> float:
-    """Epoch seconds from an ISO 8601 string with an offset, or from a number."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a time")
+    """Epoch seconds from an ISO 8601 string with an offset, or from a number.
+
+    Only instants from 1970 to the year 9999 are times: anything else (NaN, infinities,
+    milliseconds mistaken for seconds) is an error here, not a crash when it is shown.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f'{_shown(value)} is not a time (e.g. "2026-11-24T15:00:00Z")')
     if isinstance(value, int | float):
-        return float(value)
+        epoch = float(value) if -1e300 < value < 1e300 else math.inf
+        if not math.isfinite(epoch):
+            raise ValueError(f"{_shown(value)} is not a time: give epoch seconds or ISO 8601")
+        return _in_range(epoch, _shown(value), numeric=True)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(
-                f'"{value}" is not an ISO 8601 time (e.g. "2026-11-24T15:00:00Z")'
+                f'{_shown(value)} is not an ISO 8601 time (e.g. "2026-11-24T15:00:00Z")'
             ) from None
         if parsed.tzinfo is None:
-            raise ValueError(f'"{value}" has no UTC offset (add "Z" or "+00:00")')
-        return parsed.timestamp()
-    raise ValueError(f"{value!r} is not a time")
+            raise ValueError(f'{_shown(value)} has no UTC offset (add "Z" or "+00:00")')
+        try:
+            epoch = parsed.timestamp()
+        except (OverflowError, ValueError):
+            raise ValueError(f"{_shown(value)} is out of range (1970 to 9999)") from None
+        return _in_range(epoch, _shown(value))
+    raise ValueError(f'{_shown(value)} is not a time (e.g. "2026-11-24T15:00:00Z")')
+
+
+def _in_range(epoch: float, shown: str, *, numeric: bool = False) -> float:
+    if not 0 <= epoch <= LATEST:
+        far = numeric and epoch > LATEST
+        hint = " (milliseconds? epoch seconds are about 1.8e9 today)" if far else ""
+        raise ValueError(f"{shown} is out of range: epoch seconds 0..{LATEST:.0f}{hint}")
+    return epoch
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value)
+    return text if len(text) <= 30 else "a number too large"
+
+
+def _value(value: object) -> float:
+    """A sample value: a finite, non-negative JSON number (never a string, a boolean or null)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{_shown(value)} is not a number (e.g. 78.2)")
+    number = float(value) if -1e300 < value < 1e300 else math.inf
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{_shown(value)} is not a finite number of 0 or more")
+    return number
+
+
+MAX_COUNT = 1_000_000
+"""Most instances a count in an observation may say (more is a typo, not a pool)."""
+
+
+def _count(value: object) -> int:
+    """An instance count: a whole JSON number from 0 to ``MAX_COUNT``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{_shown(value)} is not a count (a whole number from 0 to {MAX_COUNT})")
+    return value
 
 
 def format_time(epoch: float) -> str:
@@ -71,10 +144,12 @@ def format_time(epoch: float) -> str:
 
 
 Time = Annotated[float, BeforeValidator(parse_time)]
+Value = Annotated[float, BeforeValidator(_value)]
+Count = Annotated[int, BeforeValidator(_count)]
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Instance(_M):
@@ -85,20 +160,33 @@ class _Instance(_M):
 
 class _Event(_M):
     at: Time
-    before: int = Field(ge=0)
-    after: int = Field(ge=0)
+    before: Count
+    after: Count
 
 
 class _Pool(_M):
     instances: list[_Instance] = []
     events: list[_Event] = []
-    recommendations: dict[str, list[tuple[Time, int]]] = {}
+    recommendations: dict[str, list[tuple[Time, Count]]] = {}
+
+    @field_validator("instances")
+    @classmethod
+    def _unique(cls, value: list[_Instance]) -> list[_Instance]:
+        seen: dict[str, int] = {}
+        for i, instance in enumerate(value):
+            if instance.id in seen:
+                raise ValueError(
+                    f'id "{instance.id}" appears twice ([{seen[instance.id]}] and [{i}]): '
+                    "every instance of a pool has its own id"
+                )
+            seen[instance.id] = i
+        return value
 
 
 class _Sample(_M):
     at: Time
-    value: float
-    instance: str | None = None
+    value: Value
+    instance: str | None = Field(default=None, min_length=1)
 
 
 class ObservationFile(_M):
@@ -111,13 +199,35 @@ class ObservationFile(_M):
     actions: dict[str, Time] = {}
 
 
-def parse_observation(data: Any, source: str = "<observation>") -> tuple[Observation, float | None]:
-    """A core ``Observation`` and the file's ``now`` (None if absent) from parsed JSON."""
+def _problems(source: str, problems: list[str]) -> InputError:
+    """One error listing every problem, shaped like a policy's (file, count, one per line)."""
+    if len(problems) == 1:
+        return InputError(f"{source}: {problems[0]}")
+    body = "\n".join(f"  {p}" for p in problems)
+    return InputError(f"{source}: {len(problems)} problems\n{body}")
+
+
+def parse_observation(
+    data: Any, source: str = "<observation>", policy: Policy | None = None
+) -> tuple[Observation, float | None]:
+    """A core ``Observation`` and the file's ``now`` (None if absent) from parsed JSON.
+
+    With ``policy``, every pool and rule the file names must exist in it.
+    """
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{source}: {_shown(data)} at the top level: expected a JSON object "
+            '(e.g. {"pools": {...}, "samples": {...}})'
+        )
     try:
         doc = ObservationFile.model_validate(data)
     except ValidationError as exc:
-        problems = format_errors(exc, ObservationFile)
-        raise InputError(f"{source}: " + "; ".join(problems)) from None
+        problems = format_errors(exc, ObservationFile, language="json")
+        raise _problems(source, problems) from None
+    if policy is not None:
+        unknown = references(doc, policy)
+        if unknown:
+            raise _problems(source, unknown)
     instances = {
         name: tuple(Instance(i.id, i.state, i.started_at) for i in pool.instances)
         for name, pool in doc.pools.items()
@@ -148,18 +258,52 @@ def parse_observation(data: Any, source: str = "<observation>") -> tuple[Observa
     return Observation(instances, samples, dict(doc.errors), memory), now
 
 
-def load_observation(path: str | Path) -> tuple[Observation, float | None]:
-    """Read and validate an observation JSON file."""
+def references(doc: ObservationFile, policy: Policy) -> list[str]:
+    """Pools and rules the observation names that the policy does not have."""
+    problems: list[str] = []
+    pools = list(policy.pools)
+    rules = [r.name for r in policy.rules]
+
+    def check(names: Iterable[str], known: list[str], what: str, where: tuple[str, ...]) -> None:
+        for name in names:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                problems.append(f'{dotted((*where, name))}: unknown {what} "{name}"{hint}')
+
+    check(doc.pools, pools, "pool", ("pools",))
+    for name, pool in doc.pools.items():
+        check(pool.recommendations, rules, "rule", ("pools", name, "recommendations"))
+    check(doc.samples, rules, "rule", ("samples",))
+    check(doc.errors, rules, "rule", ("errors",))
+    check(doc.actions, rules, "rule", ("actions",))
+    return problems
+
+
+def load_observation(
+    path: str | Path, policy: Policy | None = None
+) -> tuple[Observation, float | None]:
+    """Read and validate an observation JSON file (against ``policy``'s names, when given)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+        text = read_input(path)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if not text.strip():
+        raise InputError(
+            f'{path}: the file is empty: expected a JSON object (e.g. {{"pools": {{}}}})'
+        )
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
-    return parse_observation(data, str(path))
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON: nested too deeply") from None
+    deep = too_deep(data)
+    if deep is not None:
+        raise InputError(f"{path}: {deep or 'the file'}: nested too deeply")
+    return parse_observation(data, str(path), policy)
 
 
 def observation_to_json(observation: Observation, now: float | None = None) -> dict[str, Any]:

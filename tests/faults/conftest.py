@@ -3,7 +3,8 @@ HTTP, WebSocket and Celery load, with every invariant checked while faults are i
 
 Servers (``senex_scale.lab``): supervisord running pool ``web`` (uvicorn + Starlette:
 ``/health/``, ``/`` answering its instance number, ``/ws`` streaming a message every 200 ms)
-and pool ``worker`` (real Celery workers, ``acks_late``, on queue ``trading``), nginx or
+and pool ``worker`` (real Celery workers, ``acks_late``, on queue ``trading``; the threads
+pool: two threads a worker, one process, which is light on a 2-core machine), nginx or
 HAProxy in front of ``web``, Redis (broker, results, optionally the leader lock), Prometheus
 scraping a load gauge the test sets. ``senex-scale run`` runs as a process with its state in
 SQLite (or PostgreSQL) under the test's directory.
@@ -132,8 +133,8 @@ stdout_logfile={root}/web-%(process_num)d.log
 
 [program:worker]
 directory={root}
-command={python} -m celery -A tasks worker -Q trading -c 2 -n w%(process_num)d@faults \
---without-gossip --without-mingle --without-heartbeat --loglevel WARNING
+command={python} -m celery -A tasks worker -Q trading -P threads -c 2 -n w%(process_num)d@faults \
+--without-gossip --without-mingle --without-heartbeat --loglevel INFO
 process_name=%(program_name)s-%(process_num)d
 numprocs={max}
 numprocs_start=1

@@ -87,6 +87,7 @@ def scale_with_cli(front: Front, count: int, timeline: list[tuple[float, str]]) 
     """``python -m senex_scale scale web COUNT --policy P --json``: its ``after`` list."""
     argv = [sys.executable, "-m", "senex_scale", "scale", "web", str(count)]
     argv += ["--policy", str(front.policy), "--json"]
+    argv += ["--state", f"sqlite:{front.policy.parent / 'state.db'}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr}"
     doc = json.loads(done.stdout)

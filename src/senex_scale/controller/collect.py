@@ -104,9 +104,7 @@ def list_instances(ctx: Context, prober: Prober | None = None) -> Listing:
             )
             if prober is not None:
                 drift.recovered = sorted(
-                    n
-                    for n in taken_out.get(name, [])
-                    if n in members and prober.healthy(name, n)
+                    n for n in taken_out.get(name, []) if n in members and prober.healthy(name, n)
                 )
             listing.drift[name] = drift
     return listing

@@ -12,6 +12,10 @@ Per pool::
     bounds                  min/max, raised or lowered by active schedules
     rate limits             HPA behavior policies (scale-out and scale-in separately)
 
+A pool whose count rules are all ``mode = "hpa"`` target rules is decided by
+``senex_scale.core.hpa`` alone (the Kubernetes HPA, exactly): none of the steps above apply
+but the schedules' bounds. Beside other rules, the HPA's result is one vote among them.
+
 Every step that changes or holds the number appends a reason. Decisions come out ordered by
 priority (critical first), pools before actions of the same priority, then by name.
 
@@ -21,10 +25,12 @@ one-shot form. Neither reads the clock: ``now`` is an argument.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from senex_scale.core import hpa
 from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
 from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
@@ -34,6 +40,7 @@ from senex_scale.core.windows import (
     Streak,
     latest,
     latest_by_instance,
+    latest_by_instance_at,
     pool_values,
     sustained,
 )
@@ -146,6 +153,8 @@ class _Compiled:
     pool: Pool
     rules: tuple[ThresholdRule | TargetRule, ...]
     schedules: tuple[tuple[ScheduleWindows, int | None, int | None, str], ...] = field(default=())
+    hpa: tuple[TargetRule, ...] = ()
+    """``mode = "hpa"`` rules: together one Kubernetes HPA (the first one's behavior)."""
 
 
 def _num(value: float) -> str:
@@ -167,7 +176,10 @@ class Decider:
                 for w, s in zip(windows, policy.schedules, strict=True)
                 if name in s.pools
             )
-            self.pools[name] = _Compiled(pool, policy.rules_for(name), scheds)
+            rules = policy.rules_for(name)
+            exact = tuple(r for r in rules if isinstance(r, TargetRule) and r.mode == "hpa")
+            others = tuple(r for r in rules if not (isinstance(r, TargetRule) and r.mode == "hpa"))
+            self.pools[name] = _Compiled(pool, others, scheds, exact)
         self.actions = policy.action_rules()
         pools = policy.pools.values()
         fors = [
@@ -183,11 +195,31 @@ class Decider:
             + [p.scale_in_cooldown for p in pools]
             + [p.scale_in_stabilization for p in pools]
             + [lim.period for p in pools for lim in (*p.scale_out_limits, *p.scale_in_limits)]
+            + [
+                hpa.longest_period(r.behavior.scale_up, r.behavior.scale_down)
+                for c in self.pools.values()
+                for r in c.hpa
+            ]
         )
         """Seconds a scale event must be remembered: cooldowns, rate-limit periods, and the
         longest ``for`` window (threshold windows restart at the last scale change)."""
         # streak memo: lets a repeated caller (the loop, the simulator) skip the backward walk
         self._memo: Memo = {}
+        # per hpa-mode rule, what does not change between ticks
+        self._hpa_conf: dict[str, _HpaConf] = {
+            r.name: _HpaConf(
+                hpa.Tolerances(
+                    down=_first(r.behavior.scale_down.tolerance, r.tolerance.scale_in),
+                    up=_first(r.behavior.scale_up.tolerance, r.tolerance.scale_out),
+                ),
+                "utilization" if r.target_type == "utilization" else "average_value",
+                r.metric.signal == "cpu",
+                c.pool.warmup if r.uses_warmup else 0.0,
+                hpa.windows(r.behavior.scale_up, r.behavior.scale_down),
+            )
+            for c in self.pools.values()
+            for r in c.hpa
+        }
 
     # ------------------------------------------------------------------ public
 
@@ -198,13 +230,14 @@ class Decider:
         memory = observation.memory
         new_pools: dict[str, PoolMemory] | None = None
         for name, compiled in self.pools.items():
-            decision, votes, recs = self._decide_pool(name, compiled, observation, now)
+            decision, pool_statuses, recs = self._decide_pool(name, compiled, observation, now)
             decisions.append(decision)
-            statuses.extend(v.status for v in votes)
+            statuses.extend(pool_statuses)
             if recs is not None:
                 if new_pools is None:
                     new_pools = dict(memory.pools)
-                new_pools[name] = replace(memory.pool(name), recommendations=recs)
+                # built directly: dataclasses.replace inspects the fields on every call
+                new_pools[name] = PoolMemory(memory.pool(name).events, recs)
         for rule in self.actions:
             decision_or_none, status = self._decide_action(rule, observation, now)
             statuses.append(status)
@@ -213,16 +246,19 @@ class Decider:
         decisions.sort(
             key=lambda d: (d.priority.rank, d.kind != "scale", d.pool or "", d.rule or "")
         )
-        new_memory = memory if new_pools is None else replace(memory, pools=new_pools)
+        new_memory = memory if new_pools is None else Memory(new_pools, memory.actions)
         return Plan(tuple(decisions), tuple(statuses), new_memory)
 
     def bounds(self, pool: str, now: float) -> tuple[int, int, list[str]]:
         """Effective (min, max) of ``pool`` at ``now`` and the schedules that set them."""
         compiled = self.pools[pool]
         low, high = compiled.pool.min, compiled.pool.max
-        mins = [(m, n) for w, m, _, n in compiled.schedules if m is not None and w.active(now)]
-        maxs = [(m, n) for w, _, m, n in compiled.schedules if m is not None and w.active(now)]
         notes: list[str] = []
+        if not compiled.schedules:
+            return low, high, notes
+        on = [(lo, hi, n) for w, lo, hi, n in compiled.schedules if w.active(now)]
+        mins = [(lo, n) for lo, _, n in on if lo is not None]
+        maxs = [(hi, n) for _, hi, n in on if hi is not None]
         if mins:
             value, name = max(mins)
             notes.append(f"schedule {name}: min {low} -> {value}")
@@ -240,7 +276,7 @@ class Decider:
 
     def _decide_pool(
         self, name: str, compiled: _Compiled, obs: Observation, now: float
-    ) -> tuple[Decision, list[_Vote], Mapping[str, tuple[tuple[float, int], ...]] | None]:
+    ) -> tuple[Decision, list[RuleStatus], Mapping[str, tuple[tuple[float, int], ...]] | None]:
         pool = compiled.pool
         instances = obs.instances.get(name, ())
         active = [i for i in instances if i.state is not InstanceState.DRAINING]
@@ -250,6 +286,44 @@ class Decider:
         recs: dict[str, tuple[tuple[float, int], ...]] | None = None
 
         votes: list[_Vote] = []
+        statuses: list[RuleStatus] = []
+        hpa_vote: _Vote | None = None
+        if compiled.hpa:
+            outcome = self._hpa(name, compiled, obs, now, instances, current, memory)
+            statuses.extend(outcome.statuses)
+            if outcome.recommendations is not None:
+                recs = dict(memory.recommendations)
+                recs[compiled.hpa[0].name] = outcome.recommendations
+            if not compiled.rules:
+                decision = Decision(
+                    kind="scale",
+                    pool=name,
+                    rule=None,
+                    priority=outcome.priority,
+                    current=outcome.spec,
+                    desired=outcome.desired,
+                    reasons=tuple(outcome.reasons),
+                    min=outcome.low,
+                    max=outcome.high,
+                )
+                return decision, statuses, recs
+            # beside other rules, the HPA's result is one vote under the pool's own guards
+            lead = compiled.hpa[0]
+            direction: Vote = (
+                "out"
+                if outcome.desired > current
+                else "in"
+                if outcome.desired < current
+                else "none"
+            )
+            text = "; ".join(outcome.reasons)
+            hpa_vote = _Vote(
+                lead,
+                direction,
+                outcome.desired,
+                text,
+                RuleStatus(lead.name, name, None, direction, 0.0, text),
+            )
         last_change = memory.last_scale("any")
         for rule in compiled.rules:
             if isinstance(rule, ThresholdRule):
@@ -269,6 +343,9 @@ class Decider:
                         first += 1
                     recs[rule.name] = (*history[first:], rec)
 
+        statuses.extend(v.status for v in votes)
+        if hpa_vote is not None:
+            votes.append(hpa_vote)
         desired, priority, reasons = self._combine(
             name, pool, votes, current, starting, memory, now
         )
@@ -320,7 +397,143 @@ class Decider:
             min=low,
             max=high,
         )
-        return decision, votes, recs
+        return decision, statuses, recs
+
+    def _hpa(
+        self,
+        name: str,
+        compiled: _Compiled,
+        obs: Observation,
+        now: float,
+        instances: Sequence[Instance],
+        live: int,
+        memory: PoolMemory,
+    ) -> _HpaOutcome:
+        """The pool's ``mode = "hpa"`` rules as one Kubernetes HPA (``senex_scale.core.hpa``)."""
+        rules = compiled.hpa
+        lead = rules[0]
+        up, down = lead.behavior.scale_up, lead.behavior.scale_down
+        spec = obs.desired.get(name, live)
+        low, high, notes = self.bounds(name, now)
+        out = _HpaOutcome(spec, spec, low, high, lead.priority, list(notes), [], None)
+        if spec == 0 and low > 0:
+            out.reasons.append("no change: 0 instances and min > 0 (the HPA's 'disabled')")
+            return out
+        if spec > high:
+            out.desired, out.priority = high, compiled.pool.priority
+            out.reasons.append(f"{spec} instances above max {high}: {spec} -> {high}")
+            return out
+        if spec < low:
+            out.desired, out.priority = low, compiled.pool.priority
+            out.reasons.append(f"{spec} instances below min {low}: {spec} -> {low}")
+            return out
+        proposals = [self._hpa_recommendation(r, obs, now, instances, spec, live) for r in rules]
+        for rule, rec in zip(rules, proposals, strict=True):
+            if rec.replicas is None:
+                text = f"{rule.name}: no data ({rec.reason})"
+                vote: Vote | Literal["fires", "cooldown"] = "missing"
+            else:
+                vote = "out" if rec.replicas > spec else "in" if rec.replicas < spec else "none"
+                assert rec.usage is not None
+                text = (
+                    f"{rule.name} {_num(rec.usage)} (target {rule.target:g}): {rec.reason}: "
+                    f"{spec} -> {rec.replicas}"
+                )
+            out.reasons.append(text)
+            out.statuses.append(RuleStatus(rule.name, name, rec.usage, vote, 0.0, text))
+        combined, error = hpa.combine(spec, proposals)
+        if combined is None:
+            out.reasons.append(f"no change: {error}")
+            return out
+        up_window, down_window = self._hpa_conf[lead.name].windows
+        history = memory.recommendations.get(lead.name, ())
+        desired = hpa.stabilize(history, now, spec, combined, up_window, down_window)
+        horizon = now - max(up_window, down_window)
+        first = 0  # time-ordered: only the oldest few fall out of the windows
+        while first < len(history) and history[first][0] <= horizon:
+            first += 1
+        out.recommendations = (*history[first:], (now, combined))
+        if desired != combined:
+            which, window = ("up", up_window) if desired < combined else ("down", down_window)
+            out.reasons.append(
+                f"stabilized {combined} -> {desired} (scale-{which} window "
+                f"{format_duration(window)})"
+            )
+        limited, why = hpa.limit_rate(spec, desired, low, high, memory.events, now, up, down)
+        if why is not None:
+            out.reasons.append(f"limited {desired} -> {limited} by {why}")
+        if limited < spec and lead.uses_anti_flap:
+            for rule, rec in zip(rules, proposals, strict=True):
+                if rule.per_instance and rec.usage is not None and limited > 0:
+                    projected = rec.usage * spec / limited
+                    ceiling = rule.target * (1 + rule.tolerance.scale_out)
+                    if projected > ceiling:
+                        out.reasons.append(
+                            f"no change: {spec} -> {limited} would put {rule.name} at "
+                            f"{_num(projected)}, over {_num(ceiling)} (anti_flap)"
+                        )
+                        limited = spec
+                        break
+        out.desired = limited
+        if limited == spec:
+            out.reasons.append(f"no change: {spec} instances")
+        else:
+            out.reasons.append(f"scale {'out' if limited > spec else 'in'} {spec} -> {limited}")
+        return out
+
+    def _hpa_recommendation(
+        self,
+        rule: TargetRule,
+        obs: Observation,
+        now: float,
+        instances: Sequence[Instance],
+        spec: int,
+        live: int,
+    ) -> hpa.Recommendation:
+        """One metric's proposal, as the HPA's replica calculator makes it."""
+        error = obs.errors.get(rule.name)
+        if error is not None:
+            return hpa.Recommendation(None, None, f"source error: {error}")
+        samples = obs.samples.get(rule.name, ())
+        conf = self._hpa_conf[rule.name]
+        tolerances, warmup = conf.tolerances, conf.warmup
+        if rule.per_instance:
+            values = latest_by_instance_at(samples, now, self.stale)
+            window = rule.readiness.metric_window
+            pods = []
+            for inst in instances:
+                value, at = values.get(inst.id, (None, 0.0))
+                started = inst.started_at if inst.started_at is not None else -math.inf
+                if inst.state is InstanceState.DRAINING:
+                    pods.append(hpa.Pod(inst.id, value, "ignored"))
+                elif inst.state is InstanceState.STARTING:
+                    # not ready since it started (an unknown start: just now)
+                    since = inst.started_at if inst.started_at is not None else now
+                    pods.append(hpa.Pod(inst.id, value, "running", False, since, since, at))
+                elif warmup and not inst.warm(now, warmup):
+                    pods.append(hpa.Pod(inst.id, value, "pending"))  # our warm-up: not capacity
+                else:
+                    pods.append(
+                        hpa.Pod(inst.id, value, "running", True, started, inst.ready_at, at, window)
+                    )
+            return hpa.pod_replicas(
+                spec,
+                pods,
+                rule.target,
+                conf.kind,
+                tolerances,
+                now,
+                cpu=conf.cpu,
+                cpu_init=rule.readiness.cpu_initialization_period,
+                readiness_delay=rule.readiness.initial_readiness_delay,
+            )
+        usage, why = latest(samples, rule.metric.aggregate, now, self.stale)
+        if usage is None:
+            return hpa.Recommendation(None, None, why or "no samples")
+        if rule.target_type == "value":
+            ready = sum(1 for i in instances if i.warm(now, warmup))
+            return hpa.value_replicas(spec, ready, usage, rule.target, tolerances)
+        return hpa.total_replicas(live, usage, rule.target, tolerances)
 
     def _combine(
         self,
@@ -490,7 +703,8 @@ class Decider:
         tol = rule.tolerance
         if rule.target_type == "average":
             values = latest_by_instance(samples, now, self.stale)
-            warm = [i for i in active if i.warm(now, pool.warmup)]
+            warmup = pool.warmup if rule.uses_warmup else 0.0
+            warm = [i for i in active if i.warm(now, warmup)]
             ready_values = {i.id: values[i.id] for i in warm if i.id in values}
             if not ready_values:
                 why = "no fresh sample from a ready instance" if values or samples else "no samples"
@@ -627,6 +841,33 @@ class Decider:
         )
 
 
+class _HpaConf(NamedTuple):
+    tolerances: hpa.Tolerances
+    kind: hpa.PodTarget
+    cpu: bool
+    warmup: float
+    windows: tuple[float, float]
+
+
+@dataclass(slots=True)
+class _HpaOutcome:
+    """What the pool's HPA decided, before any other rule of the pool has its say."""
+
+    spec: int
+    desired: int
+    low: int
+    high: int
+    priority: Priority
+    reasons: list[str]
+    statuses: list[RuleStatus]
+    recommendations: tuple[tuple[float, int], ...] | None
+    """The new recommendation history (None: none was made this tick)."""
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _cooldown(label: str, last: float | None, cooldown: float, now: float) -> str | None:
     """The reason a change waits for its cooldown, or None when it may go ahead."""
     if last is None or now - last >= cooldown:
@@ -689,7 +930,7 @@ def _would_breach(vote: _Vote, current: int, desired: int) -> str | None:
                 f"{current} -> {desired} would put {rule.name} at {_num(projected)}, "
                 f"above 90% of its scale-out line {cond.above:g}"
             )
-    elif rule.target_type == "average":
+    elif rule.target_type == "average" and rule.uses_anti_flap:
         limit = rule.target * (1 + rule.tolerance.scale_out)
         if projected > limit:
             return (

@@ -37,6 +37,8 @@ class Instance:
     state: InstanceState = InstanceState.READY
     started_at: float | None = None
     """When it was started; None when unknown (found running at start-up: treated as warm)."""
+    ready_at: float | None = None
+    """When it last became ready; None when unknown (long ago). Only the HPA mode reads it."""
 
     def warm(self, now: float, warmup: float) -> bool:
         """Ready and past its warm-up, so it counts as capacity."""
@@ -128,3 +130,6 @@ class Observation:
     samples: Mapping[str, Sequence[Sample]] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
     memory: Memory = field(default_factory=Memory)
+    desired: Mapping[str, int] = field(default_factory=dict)
+    """Per pool, the count last asked for when it differs from the live instances (a scale
+    still in progress); the HPA mode scales from it, as the HPA from ``spec.replicas``."""

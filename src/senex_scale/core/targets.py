@@ -12,7 +12,8 @@
   ``ceil(total / target)``.
 
 Each function returns the raw recommendation and a reason; stabilization and rate limits are
-applied by ``senex_scale.core.limits``.
+applied by ``senex_scale.core.limits``. This is the ``default`` mode of a target rule, with our
+warm-up and guards; ``mode = "hpa"`` is the HPA exactly (``senex_scale.core.hpa``).
 """
 
 from __future__ import annotations

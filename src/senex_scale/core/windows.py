@@ -148,3 +148,18 @@ def latest_by_instance(samples: Sequence[Sample], now: float, stale: float) -> d
         if sample.instance is not None and sample.instance not in out:
             out[sample.instance] = sample.value
     return out
+
+
+def latest_by_instance_at(
+    samples: Sequence[Sample], now: float, stale: float
+) -> dict[str, tuple[float, float]]:
+    """Newest fresh (value, time) of each instance (samples without an instance are skipped)."""
+    out: dict[str, tuple[float, float]] = {}
+    for sample in reversed(samples):
+        if sample.at > now:
+            continue
+        if now - sample.at > stale:
+            break
+        if sample.instance is not None and sample.instance not in out:
+            out[sample.instance] = (sample.value, sample.at)
+    return out

@@ -7,7 +7,11 @@ Durations are plain ``float`` seconds everywhere else in the code.
 
 from __future__ import annotations
 
+import math
 import re
+
+MAX_SECONDS = 10 * 366 * 86400.0
+"""Longest duration accepted (about 10 years): beyond it a time overflows a date."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -19,15 +23,27 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f'{value!r} is not a duration (e.g. "5m")')
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = "nan" if math.isnan(value) else "inf"
+            raise ValueError(f'{shown} is not a duration (e.g. "5m")')
         if value < 0:
             raise ValueError(f'{value!r} is negative; a duration is at least "0s"')
-        return float(value)
+        return _bounded(float(value), repr(value))
     if not isinstance(value, str):
-        raise ValueError(f'{value!r} is not a duration (e.g. "5m")')
+        kind = "a table" if isinstance(value, dict) else "an array"
+        if not isinstance(value, dict | list | tuple):
+            kind = repr(value)
+        raise ValueError(f'{kind} is not a duration (e.g. "5m")')
     text = value.strip()
     if not _WHOLE.fullmatch(text):
         raise ValueError(f'"{value}" is not a duration (e.g. "5m")')
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    return _bounded(sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)), f'"{value}"')
+
+
+def _bounded(seconds: float, shown: str) -> float:
+    if not seconds <= MAX_SECONDS:
+        raise ValueError(f"{shown} is longer than 10 years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

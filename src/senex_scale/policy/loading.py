@@ -8,13 +8,15 @@ a schedule's pools, duplicate names) are checked after the models, so one run li
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +25,67 @@ from senex_scale.plugins import did_you_mean
 from senex_scale.policy.models import RULE_TYPES, Policy
 
 DEFAULT_NAME = "default.toml"
+MAX_DEPTH = 32
+"""Deepest nesting of tables and arrays an input file may have (a policy needs 5)."""
+
+Check = Callable[[Mapping[str, Any]], list[str]]
+"""An extra check on a parsed file: returns problems with their dotted paths (driver settings)."""
+
+
+def read_input(path: Path, *, limit: int = 64 << 20) -> str:
+    """The text of an input file (UTF-8, a byte-order mark dropped); ``ValueError`` says why not.
+
+    Shared by every input kind (policy, inventory, observation, trace) so that a directory, a
+    missing file, bytes that are not UTF-8 or an endless device (``/dev/zero``) get the same
+    message, never a traceback or a hang. At most ``limit`` bytes are read.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except IsADirectoryError:
+        raise ValueError("is a directory, not a file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB: not an input file of this kind")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column})"
+        ) from None
+
+
+def load_toml(text: str) -> dict[str, Any]:
+    """Parse TOML ``text``; ``ValueError`` with the parser's line, or for nesting too deep."""
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"not valid TOML: nested more than {MAX_DEPTH} levels deep") from None
+    deep = too_deep(data)
+    if deep is not None:
+        raise ValueError(f"{deep or 'the file'}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def too_deep(data: object, limit: int = MAX_DEPTH) -> str | None:
+    """The path of a value nested deeper than ``limit``, or None (iterative: no recursion)."""
+    stack: list[tuple[object, tuple[int | str, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > limit:
+            return dotted(loc[:4]) + "..."
+        if isinstance(value, dict):
+            stack.extend((v, (*loc, str(k))) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(value))
+    return None
 
 
 def default_policy_text() -> str:
@@ -35,32 +98,46 @@ def load_default() -> Policy:
     return parse_policy(default_policy_text(), source="<default policy>")
 
 
-def load_policy(path: str | Path | None) -> Policy:
-    """Load and validate the policy at ``path`` (None or "default": the built-in one)."""
+def load_policy(path: str | Path | None, *, checks: Sequence[Check] = ()) -> Policy:
+    """Load and validate the policy at ``path`` (None or "default": the built-in one).
+
+    ``checks`` run on the parsed file too and their problems join the list (``validate``
+    passes the drivers' settings check, ``senex_scale.settings.driver_problems``).
+    """
     if path is None or str(path) == "default":
         return load_default()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(str(path), ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(str(path), [f"cannot read: {exc}"]) from None
-    return parse_policy(text, source=str(path))
+        text = read_input(path)
+    except ValueError as exc:
+        raise PolicyError(str(path), [str(exc)]) from None
+    return parse_policy(text, source=str(path), checks=checks)
 
 
-def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
+def parse_policy(text: str, *, source: str = "<policy>", checks: Sequence[Check] = ()) -> Policy:
     """Validate policy TOML ``text``; raise ``PolicyError`` listing every problem."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(source, [f"not valid TOML: {exc}"]) from None
-    return validate_policy(data, source=source)
+        data = load_toml(text)
+    except ValueError as exc:
+        raise PolicyError(source, [str(exc)]) from None
+    if not data:
+        raise PolicyError(
+            source,
+            [
+                "the file is empty: a policy needs at least one [pools.NAME] table "
+                "(senex-scale policy default prints a complete one)"
+            ],
+        )
+    return validate_policy(data, source=source, checks=checks)
 
 
-def validate_policy(data: dict[str, Any], *, source: str = "<policy>") -> Policy:
+def validate_policy(
+    data: dict[str, Any], *, source: str = "<policy>", checks: Sequence[Check] = ()
+) -> Policy:
     """Validate an already parsed policy mapping."""
     references = cross_check(data)
+    for check in checks:
+        references += check(data)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -133,7 +210,9 @@ def cross_check(data: dict[str, Any]) -> list[str]:
                     f'schedules[{i}].pools[{j}]: unknown pool "{pool}"{did_you_mean(pool, pools)}'
                 )
                 continue
-            low, high = schedule.get("min"), (raw_pools or {}).get(pool, {}).get("max")
+            raw_pool = (raw_pools or {}).get(pool)
+            low = schedule.get("min")
+            high = raw_pool.get("max") if isinstance(raw_pool, dict) else None
             if (
                 isinstance(low, int)
                 and isinstance(high, int)
@@ -150,21 +229,57 @@ def cross_check(data: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- error formatting
 
 
+Language = Literal["toml", "json"]
+
+_TABLE = {"toml": "a table", "json": "an object"}
+_EXPECTED: dict[str, str] = {
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "set_type": "an array",
+    "iterable_type": "an array",
+    "string_type": "a string",
+    "string_sub_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "finite_number": "a finite number (not nan or inf)",
+    "path_type": "a path (a string)",
+    "url_type": "a URL (a string)",
+}
+_BOUNDS = {
+    "greater_than": "more than",
+    "greater_than_equal": "at least",
+    "less_than": "less than",
+    "less_than_equal": "at most",
+}
+
+
 def format_errors(
-    exc: ValidationError, root: type[BaseModel] = Policy, prefix: tuple[str, ...] = ()
+    exc: ValidationError,
+    root: type[BaseModel] = Policy,
+    prefix: tuple[str, ...] = (),
+    *,
+    language: Language = "toml",
 ) -> list[str]:
     """One line per pydantic error: dotted path, then a message a person can act on.
 
     ``prefix`` is where ``root`` sits in the file (``("sources", "prom")`` for a driver's
-    settings), so every path names the place a user finds in the file.
+    settings), so every path names the place a user finds in the file. Messages use the
+    file's own words (``language``: a TOML table, a JSON object), never a Python type name.
     """
     lines: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = (*prefix, *_strip_tags(tuple(err["loc"])))
+        raw = tuple(err["loc"])
+        key_error = "[key]" in raw
+        loc = (*prefix, *_strip_tags(tuple(p for p in raw if p != "[key]")))
         path = dotted(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(root, tuple(err["loc"])[:-1])
+            allowed = _allowed_keys(root, raw[:-1])
             key = str(loc[-1])
             parent = dotted(loc[:-1])
             hint = did_you_mean(key, allowed) if allowed else ""
@@ -173,10 +288,14 @@ def format_errors(
             continue
         if kind in ("union_tag_invalid", "rule_type"):
             ctx = err.get("ctx") or {}
-            tag = str(ctx.get("tag", err.get("input", {}).get("type", "")))
+            given = err.get("input")
+            tag = str(ctx.get("tag", given.get("type", "") if isinstance(given, dict) else ""))
             expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
             if kind == "rule_type":
                 expected = list(RULE_TYPES)
+            if not isinstance(given, dict):
+                lines.append(f"{path}: {_show(given, language)}: expected {_TABLE[language]}")
+                continue
             hint = did_you_mean(tag, expected)
             known = ", ".join(f'"{t}"' for t in expected if t)
             lines.append(f'{dotted((*loc, "type"))}: unknown type "{tag}"{hint}; known: {known}')
@@ -184,13 +303,59 @@ def format_errors(
         if kind == "missing":
             lines.append(f"{path}: required")
             continue
-        message = str(err["msg"])
-        if kind in ("value_error", "assertion_error"):
-            message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        elif "input" in err and not isinstance(err["input"], dict | list):
-            message = f"{_show(err['input'])}: {message}"
+        message = _one_line(_message(err, language))
+        if key_error:
+            message = f"the name {message}"
         lines.append(f"{path}: {message}" if path else message)
     return lines
+
+
+def _message(err: Any, language: Language) -> str:
+    """The text after the path: what is wrong with the value, in the file's terms."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    shown = _show(given, language)
+    if kind in ("value_error", "assertion_error"):
+        return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in ("dict_type", "model_type", "model_attributes_type", "dataclass_type"):
+        return f"{shown}: expected {_TABLE[language]}"
+    if kind in _EXPECTED:
+        return f"{shown}: expected {_EXPECTED[kind]}"
+    if kind in ("literal_error", "enum"):
+        choices = [
+            c.strip(" '") for c in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
+        ]
+        choices = [c for c in choices if c]
+        hint = did_you_mean(given, choices) if isinstance(given, str) else ""
+        known = ", ".join(f'"{c}"' for c in choices)
+        return f"{shown}: expected one of {known}{hint}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "")
+        return f"{shown}: must be {_BOUNDS[kind]} {_show(bound, language)}"
+    if kind == "string_too_short":
+        size = int(ctx.get("min_length", 1))
+        return "must not be empty" if size <= 1 else f"{shown}: give at least {size} characters"
+    if kind == "string_too_long":
+        return f"is longer than {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        size = int(ctx.get("min_length", 1))
+        return f"give at least {size} item{'' if size == 1 else 's'}"
+    if kind == "too_long":
+        return f"give at most {ctx.get('max_length')} items"
+    if kind == "string_pattern_mismatch":
+        if given == "":
+            return "must not be empty"
+        return f"{shown} does not have the expected form ({ctx.get('pattern')})"
+    message = str(err["msg"]).removeprefix("Input should be ")
+    return f"{shown}: expected {message}"
+
+
+def _one_line(message: str) -> str:
+    """A message with control characters escaped, so every problem stays on its line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in message)
 
 
 def dotted(loc: Sequence[int | str]) -> str:
@@ -204,8 +369,30 @@ def dotted(loc: Sequence[int | str]) -> str:
     return out
 
 
-def _show(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
+def _show(value: object, language: Language = "toml") -> str:
+    """A value as the file writes it: "text", 5, true, nan, a table (never a Python repr)."""
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null" if language == "json" else "nothing"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN" if language == "json" else "nan"
+        if math.isinf(value):
+            sign = "-" if value < 0 else ("" if language == "json" else "+")
+            return f"{sign}Infinity" if language == "json" else f"{sign}inf"
+        return repr(value)
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 30 else "a number too large"
+    if isinstance(value, dict):
+        return _TABLE[language]
+    if isinstance(value, list | tuple):
+        return "an array"
+    return str(value)
 
 
 def _strip_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:

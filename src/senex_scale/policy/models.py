@@ -7,7 +7,8 @@ is checked once here, at load time, and every problem is reported with its dotte
 Shape of a policy::
 
     [controller]        how often to tick, where state lives, gap and staleness bounds
-    [sources.NAME]      metric sources by name (type + driver settings, checked by the driver)
+    [sources.NAME]      metric sources by name (type + driver settings, checked by the driver's
+                        settings model: ``senex-scale validate`` runs it without connecting)
     [pools.NAME]        groups of identical instances: runtime, balancer, ports, min/max, timing
     [[rules]]           threshold (hysteresis band), target (HPA) or action (notify/runbook)
     [[schedules]]       cron or market-relative windows that raise or lower a pool's min/max
@@ -15,19 +16,23 @@ Shape of a policy::
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     field_validator,
     model_validator,
@@ -57,9 +62,57 @@ _PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Pr
 
 
 class Model(BaseModel):
-    """Base of every policy model: frozen, unknown keys rejected, TOML names as aliases."""
+    """Base of every policy model: frozen, unknown keys rejected, TOML names as aliases.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    Numbers are finite: TOML allows ``nan`` and ``inf``, and either one would reach the core's
+    arithmetic (a NaN threshold never fires, an infinite interval never ticks).
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
+    )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATH = re.compile(r"/[!-~]*")
+_QUEUE = re.compile(r"[A-Za-z0-9_.:-]+")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _names(value: dict[str, Any]) -> dict[str, Any]:
+    """Pool and source names: they become unit names, metric labels and URL parts."""
+    for name in value:
+        if not _KEY.fullmatch(name):
+            raise ValueError(
+                f"{json.dumps(name)} is not a name: letters, digits, "
+                '"_", "." and "-", starting with a letter or digit (e.g. "celery-trading")'
+            )
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f'"{value}" is not HOST:PORT with a port 0..65535 (e.g. "127.0.0.1:9308")')
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise ValueError(f'"{value}": the host has spaces or control characters')
+    return value
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise ValueError(f'"{value}" is not an environment variable name (letters, digits and "_")')
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+"""A duration that must be longer than 0s (intervals, timeouts)."""
 
 
 # --------------------------------------------------------------------------- controller
@@ -68,38 +121,40 @@ class Model(BaseModel):
 class Controller(Model):
     """Settings of the controller loop itself."""
 
-    interval: Duration = 15.0
+    interval: PositiveDuration = 15.0
     """Seconds between ticks. 15 s is the HPA sync period: fast enough for a 5 m window."""
     state: str = "sqlite:///var/lib/senex-scale/state.db"
     """Where samples, decisions and the audit log live (sqlite:/// or postgresql://)."""
-    max_gap: Duration | None = None
+    max_gap: PositiveDuration | None = None
     """Longest gap between two samples that still counts as one streak; default 3 intervals."""
-    stale_after: Duration | None = None
+    stale_after: PositiveDuration | None = None
     """A metric whose newest sample is older than this is missing; default 3 intervals."""
     action_cooldown: Duration = 3600.0
     """Default quiet time after a notify/runbook action fires, so it does not fire every tick."""
-    retention: Duration = 7 * 86400.0
+    retention: PositiveDuration = 7 * 86400.0
     """How long decisions and samples are kept before pruning."""
-    listen: str = "127.0.0.1:9308"
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9308"
     """Address of the status page and /metrics: loopback unless you mean otherwise."""
-    dry_run: bool = False
+    dry_run: StrictBool = False
     leader: str | None = None
     """Who may act: ``file`` (a lock beside the SQLite state, one host), ``postgresql://...``
     (an advisory lock), ``redis://...`` (a lock with a TTL and a fencing token). Default: the
     lock that matches ``state`` (file for SQLite, advisory for PostgreSQL)."""
-    leader_ttl: Duration | None = None
+    leader_ttl: PositiveDuration | None = None
     """Lifetime of a Redis leader lock; default 1.5 intervals, so a standby takes over within
     two intervals of the leader dying."""
-    token_env: str | None = None
+    token_env: Annotated[str | None, AfterValidator(_env_name)] = None
     """Environment variable holding the status page's write token (pause/resume). Without
     one the page is read-only."""
-    backoff: Duration = 60.0
+    backoff: PositiveDuration = 60.0
     """First wait after a failed scale action before the pool is tried again; doubles per
     consecutive failure up to 16 times this."""
 
     @field_validator("state")
     @classmethod
     def _state_url(cls, value: str) -> str:
+        if value in ("sqlite:", "sqlite://", "sqlite:///"):
+            raise ValueError(f'"{value}" names no file (e.g. "sqlite:///var/lib/senex/state.db")')
         if not value.startswith(("sqlite:", "postgresql://", "postgres://")):
             raise ValueError(
                 f"must be sqlite:PATH or postgresql://..., not {value.split(':', 1)[0]!r}:..."
@@ -125,13 +180,6 @@ class Controller(Model):
     def stale_bound(self) -> float:
         """Effective ``stale_after`` in seconds."""
         return self.stale_after if self.stale_after is not None else 3 * self.interval
-
-    @field_validator("interval")
-    @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
 
 
 # --------------------------------------------------------------------------- plugins
@@ -183,12 +231,20 @@ _PORT_SCHEME = re.compile(r"^\s*(\d+)\s*\+\s*n\s*$")
 
 
 def _parse_port_scheme(value: object) -> int:
+    base: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        base = value
+    elif isinstance(value, str):
         match = _PORT_SCHEME.match(value)
         if match:
-            return int(match.group(1))
+            base = int(match.group(1))
+    if base is not None:
+        if not 1 <= base <= 65534:
+            raise ValueError(
+                f"{base} is not a port base: BASE + n must be a port (BASE 1..65534, "
+                'e.g. "8000 + n")'
+            )
+        return base
     raise ValueError(
         f'{value!r} is not a port scheme (e.g. "8000 + n": instance n listens on 8000+n)'
     )
@@ -276,11 +332,11 @@ class Pool(Model):
     max: int = Field(ge=1)
     priority: Priority = Priority.MEDIUM
     """Priority of bound-driven changes (min/max, schedules) when no rule drove the decision."""
-    drain_timeout: Duration = 120.0
+    drain_timeout: PositiveDuration = 120.0
     """Longest wait for a drained instance's connections and in-flight work before stopping it."""
     warmup: Duration = 60.0
     """After start, an instance is not counted as capacity for this long (HPA's cpu init period)."""
-    start_timeout: Duration = 120.0
+    start_timeout: PositiveDuration = 120.0
     """Longest wait for a started instance to pass its health check; then it is stopped again."""
     scale_out_cooldown: Duration = 0.0
     """No rule-driven scale-out until this long after the last scale-out."""
@@ -297,6 +353,22 @@ class Pool(Model):
     def _health_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f'"{value}" is not a path; it must start with "/"')
+        if not _PATH.fullmatch(value):
+            raise ValueError(
+                f"{json.dumps(value)} is not a URL path: no spaces or control characters "
+                '(e.g. "/health/")'
+            )
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _QUEUE.fullmatch(name):
+                raise ValueError(
+                    f"{json.dumps(name)} is not a queue name: letters, digits, "
+                    '"_", ".", ":" and "-" (e.g. "trading")'
+                )
         return value
 
     @model_validator(mode="after")
@@ -365,11 +437,24 @@ class Condition(Model):
         return text
 
 
+def _label(value: str) -> str:
+    """A rule or schedule name: it is printed in reasons, logs and metric labels, one line."""
+    if value != value.strip() or not value.isprintable():
+        raise ValueError(
+            f"{json.dumps(value)} is not a name: no control characters (a newline, a tab) "
+            "and no spaces at either end"
+        )
+    return value
+
+
+Label = Annotated[str, Field(min_length=1), AfterValidator(_label)]
+
+
 class _RuleBase(Model):
-    name: str = Field(min_length=1)
+    name: Label
     metric: Metric
     priority: Priority = Priority.MEDIUM
-    enabled: bool = True
+    enabled: StrictBool = True
     description: str = ""
 
 
@@ -419,19 +504,94 @@ def _tolerance(value: object) -> object:
     return value
 
 
+class ScalingRules(Model):
+    """One direction of an HPA ``behavior`` (``HPAScalingRules``); unset fields take the HPA's
+    defaults for that direction."""
+
+    stabilization: Duration | None = Field(default=None, ge=0)
+    """Stabilization window; default 0 s for scale-up, 300 s for scale-down (the HPA's)."""
+    select: Literal["max", "min", "disabled"] = "max"
+    """Which policy wins (``selectPolicy``): the largest change, the smallest, or none at all."""
+    policies: tuple[RateLimit, ...] | None = None
+    """Pods (``instances``) or Percent (``percent``) per ``period``; default scale-up
+    max(100 %, 4 instances) per 15 s, scale-down 100 % per 15 s."""
+    tolerance: float | None = Field(default=None, ge=0)
+    """Tolerance of this direction (Kubernetes 1.33); default the rule's ``tolerance``. 1 or
+    more is allowed: a scale-down tolerance of 1 never scales down."""
+
+
+class Behavior(Model):
+    """The HPA's ``behavior``: per-direction stabilization, rate policies and tolerance."""
+
+    scale_up: ScalingRules = ScalingRules()
+    scale_down: ScalingRules = ScalingRules()
+
+
+class HpaReadiness(Model):
+    """The HPA controller's CPU readiness settings (kube-controller-manager flags)."""
+
+    cpu_initialization_period: Duration = 300.0
+    """``--horizontal-pod-autoscaler-cpu-initialization-period``: a CPU sample of an instance
+    started less than this ago counts only if it is ready and was taken a window after that."""
+    initial_readiness_delay: Duration = 30.0
+    """``--horizontal-pod-autoscaler-initial-readiness-delay``."""
+    metric_window: Duration = 15.0
+    """Averaging window of a CPU sample (metrics-server's default resolution, 15 s)."""
+
+
 class TargetRule(_RuleBase):
     """Target tracking with the Kubernetes HPA algorithm: desired = ceil(current * value / target).
 
     ``target_type = "average"``: the metric is per instance (CPU %, connections per instance).
     ``target_type = "total"``: the metric is a pool total (queue length); desired =
     ceil(total / target), as HPA's External metric with an AverageValue target.
+    With ``mode = "hpa"`` (``senex_scale.core.hpa``) also ``"utilization"`` (per-instance % of
+    request, a Resource Utilization target), ``"average_value"`` (per instance, Pods
+    AverageValue) and ``"value"`` (one value: ceil(ready instances x value / target)).
     """
 
     type: Literal["target"] = "target"
     pool: str
     target: float = Field(gt=0)
-    target_type: Literal["average", "total"] = "average"
+    target_type: Literal["average", "total", "utilization", "average_value", "value"] = "average"
     tolerance: Annotated[Tolerance, BeforeValidator(_tolerance)] = Tolerance()
+    mode: Literal["default", "hpa"] = "default"
+    """``hpa``: the Kubernetes HPA exactly (replica calculator, ``behavior``); the pool's
+    cooldowns, rate limits, stabilization and our guards do not apply to it."""
+    behavior: Behavior = Behavior()
+    """HPA ``behavior`` (``mode = "hpa"`` only; the pool's own limits apply otherwise)."""
+    readiness: HpaReadiness = HpaReadiness()
+    """CPU readiness rules of ``mode = "hpa"`` (for a metric whose ``signal`` is ``cpu``)."""
+    warmup: StrictBool | None = None
+    """Our warm-up: instances inside the pool's ``warmup`` are not capacity. Default: on,
+    off in ``hpa`` mode."""
+    anti_flap: StrictBool | None = None
+    """Our anti-flap veto: no scale-in that would push the average over target + tolerance.
+    Default: on, off in ``hpa`` mode."""
+
+    @model_validator(mode="after")
+    def _hpa_only(self) -> TargetRule:
+        if self.mode != "hpa":
+            if self.target_type in ("utilization", "average_value", "value"):
+                raise ValueError(f'target_type "{self.target_type}" needs mode = "hpa"')
+            if "behavior" in self.model_fields_set or "readiness" in self.model_fields_set:
+                raise ValueError('behavior and readiness need mode = "hpa"')
+        return self
+
+    @property
+    def uses_warmup(self) -> bool:
+        """Whether our warm-up applies (explicit, else on outside ``hpa`` mode)."""
+        return self.warmup if self.warmup is not None else self.mode != "hpa"
+
+    @property
+    def uses_anti_flap(self) -> bool:
+        """Whether our anti-flap veto applies (explicit, else on outside ``hpa`` mode)."""
+        return self.anti_flap if self.anti_flap is not None else self.mode != "hpa"
+
+    @property
+    def per_instance(self) -> bool:
+        """True when the metric is sampled per instance."""
+        return self.target_type in ("average", "utilization", "average_value")
 
 
 class Notify(Model):
@@ -440,6 +600,28 @@ class Notify(Model):
     type: Literal["notify"] = "notify"
     message: str = Field(min_length=1)
     url: str | None = None
+    """The webhook (http:// or https://); none: Alertmanager from the environment."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+        except ValueError:
+            parts = urlsplit("")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(c.isspace() or not c.isprintable() for c in value)
+        ):
+            raise ValueError(
+                f"{json.dumps(value)} is not an http:// or https:// URL "
+                '(e.g. "https://hooks.example.com/senex")'
+            )
+        return value
 
 
 class Runbook(Model):
@@ -447,7 +629,15 @@ class Runbook(Model):
 
     type: Literal["runbook"] = "runbook"
     argv: tuple[str, ...] = Field(min_length=1)
-    timeout: Duration = 600.0
+    timeout: PositiveDuration = 600.0
+
+    @field_validator("argv")
+    @classmethod
+    def _no_nul(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, arg in enumerate(value):
+            if "\x00" in arg:
+                raise ValueError(f"argv[{i}] contains a NUL character")
+        return value
 
 
 Action = Annotated[Notify | Runbook, Field(discriminator="type")]
@@ -512,7 +702,7 @@ class Schedule(Model):
     The window runs from a start to the first end after it.
     """
 
-    name: str = Field(min_length=1)
+    name: Label
     pools: tuple[str, ...] = Field(min_length=1)
     start: str
     end: str
@@ -593,8 +783,8 @@ class Policy(Model):
     """A whole policy file."""
 
     controller: Controller = Controller()
-    sources: dict[str, SourceSpec] = {}
-    pools: dict[str, Pool] = {}
+    sources: Annotated[dict[str, SourceSpec], AfterValidator(_names)] = {}
+    pools: Annotated[dict[str, Pool], AfterValidator(_names)] = {}
     rules: tuple[Rule, ...] = ()
     schedules: tuple[Schedule, ...] = ()
 

@@ -19,12 +19,13 @@ Ports use the policy's scheme (``port = "8000 + n"``: instance n listens on 8000
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -32,13 +33,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     model_validator,
 )
 
 from senex_scale.errors import PolicyError
 from senex_scale.plugins import did_you_mean
-from senex_scale.policy.loading import format_errors
+from senex_scale.policy.loading import format_errors, load_toml, read_input
 from senex_scale.policy.models import PortBase
 
 
@@ -57,37 +59,92 @@ class Model(BaseModel):
 
 # --------------------------------------------------------------------------- small types
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-_SIZE = re.compile(r"^\d+(?:[kKmMgG])?$")
-_PERCENT = re.compile(r"^\d+%$")
-_TIME = re.compile(r"^\d+(?:ms|s|m|h)$")
-_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$", re.ASCII)
+_SIZE = re.compile(r"^\d+(?:[kKmMgG])?$", re.ASCII)
+_PERCENT = re.compile(r"^\d+%$", re.ASCII)
+_TIME = re.compile(r"^\d+(?:ms|s|m|h)$", re.ASCII)
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", re.ASCII)
+_IMAGE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?/)?"  # registry[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
+    r"(?:@sha256:[0-9a-f]{64})?$",  # @digest
+    re.ASCII,
+)
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%+:@=-]*$", re.ASCII)
+_WORD = re.compile(r"^[^\s\x00-\x1f\x7f\"'\\;#{}`$]+$")
+_PATH_CHARS = re.compile(r"^/[^\s\x00-\x1f\x7f\"'\\;#{}`$]*$")
+_SERVER_NAME = re.compile(r"^(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?:\.\*)?$", re.ASCII)
+_CALENDAR_WORDS = {
+    "minutely",
+    "hourly",
+    "daily",
+    "monthly",
+    "weekly",
+    "yearly",
+    "quarterly",
+    "semiannually",
+    "annually",
+}
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = {
+    **{d: d for d in _DAYS},
+    "monday": "mon",
+    "tuesday": "tue",
+    "wednesday": "wed",
+    "thursday": "thu",
+    "friday": "fri",
+    "saturday": "sat",
+    "sunday": "sun",
+}
+REDIS_POLICIES = (
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes other scripts' digits; no server does)."""
+    return text.isascii() and text.isdigit()
+
+
+def _quoted(value: str) -> str:
+    """A value in a message: JSON-quoted, so a newline shows as \\n and never breaks a line."""
+    return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
 
 
 def _name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
-            f'"{value}" is not a name: lower-case letters, digits, "-" and "_", '
+            f'{_quoted(value)} is not a name: lower-case letters, digits, "-" and "_", '
             "starting with a letter"
         )
     return value
 
 
 def _size(value: str) -> str:
-    if not _SIZE.match(value):
-        raise ValueError(f'"{value}" is not a size (e.g. "1536M", "2G")')
+    if not _SIZE.fullmatch(value) or int(value.rstrip("kKmMgG")) == 0:
+        raise ValueError(f'{_quoted(value)} is not a size (e.g. "1536M", "2G")')
     return value
 
 
 def _percent(value: str) -> str:
-    if not _PERCENT.match(value) or int(value[:-1]) == 0:
-        raise ValueError(f'"{value}" is not a CPU quota (e.g. "100%" = one core, "250%")')
+    if not _PERCENT.fullmatch(value) or int(value[:-1]) == 0:
+        raise ValueError(f'{_quoted(value)} is not a CPU quota (e.g. "100%" = one core, "250%")')
     return value
 
 
 def _time(value: str) -> str:
-    if not _TIME.match(value):
-        raise ValueError(f'"{value}" is not a time (e.g. "30s", "500ms", "5m")')
+    if not _TIME.fullmatch(value) or int(value.rstrip("mshd")) == 0:
+        raise ValueError(
+            f'{_quoted(value)} is not a time longer than 0 (e.g. "30s", "500ms", "5m")'
+        )
     return value
 
 
@@ -101,18 +158,79 @@ def seconds(value: str) -> int:
     return number * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
+def is_host_name(value: str) -> bool:
+    """A DNS host name: dot-separated labels of letters, digits and "-", not all numeric."""
+    labels = value.removesuffix(".").split(".")
+    if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return False
+    # "10.0.0.300" is a mistyped address, not a name: a name's last label is not a number
+    return not labels[-1].isdigit()
+
+
 def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if not _HOST.match(value):
-            raise ValueError(f'"{value}" is neither an IP address nor a host name') from None
+        if not is_host_name(value):
+            raise ValueError(
+                f"{_quoted(value)} is neither an IP address nor a host name "
+                '(e.g. "10.0.0.11", "web01.example.com")'
+            ) from None
     return value
+
+
+def _host_port(value: str) -> str:
+    """``HOST:PORT`` (``[::1]:9308`` for IPv6), port 1..65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not _digits(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f'{_quoted(value)} is not HOST:PORT with a port 1..65535 (e.g. "10.0.0.11:9308")'
+        )
+    _address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    return value
+
+
+def _bind(value: str) -> str:
+    """HAProxy ``bind``: ``[ADDRESS]:PORT`` (``*:443``, ``:80``, ``10.0.0.5:443``, ``[::]:443``)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not _digits(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f'{_quoted(value)} is not ADDRESS:PORT with a port 1..65535 (e.g. "*:443")'
+        )
+    if host not in ("", "*", "[::]"):
+        _address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    return value
+
+
+def _address_list(separator: str, *, dash: bool = False) -> Any:
+    """A validator of a list of addresses (``*`` for all) joined by ``separator``."""
+
+    def check(value: str) -> str:
+        items = [i.strip() for i in value.split(separator)] if separator != " " else value.split()
+        if not value.strip() or not value.isprintable() or any(not i for i in items):
+            raise ValueError(f'{_quoted(value)} is not a list of addresses (e.g. "*")')
+        for item in items:
+            bare = item[1:] if dash and item.startswith("-") else item
+            if bare in ("*", "::*"):
+                continue
+            try:
+                _address(bare)
+            except ValueError:
+                where = f"{_quoted(value)}: " if item != value else ""
+                raise ValueError(f'{where}{_quoted(item)} is neither an address nor "*"') from None
+        return value
+
+    return check
 
 
 def _absolute(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f'"{value}" is not an absolute path')
+        raise ValueError(f"{_quoted(value)} is not an absolute path")
+    if not _PATH_CHARS.fullmatch(value):
+        raise ValueError(
+            f"{_quoted(value)}: a path here has no spaces, quotes, control characters "
+            "or any of ; # { } ` $ \\"
+        )
     return value
 
 
@@ -120,7 +238,122 @@ def _subnet(value: str) -> str:
     try:
         ipaddress.ip_network(value)
     except ValueError:
-        raise ValueError(f'"{value}" is not a subnet (e.g. "10.89.0.0/24")') from None
+        raise ValueError(f'{_quoted(value)} is not a subnet (e.g. "10.89.0.0/24")') from None
+    return value
+
+
+def _image(value: str) -> str:
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise ValueError(
+            f"{_quoted(value)} is not an image reference "
+            '(e.g. "registry.example.com/senex-trader:1.4", "docker.io/library/redis:7")'
+        )
+    return value
+
+
+def _url_path(value: str) -> str:
+    if not _URL_PATH.fullmatch(value):
+        raise ValueError(
+            f'{_quoted(value)} is not a URL path: "/" then letters, digits and . _ ~ / % + : @ = - '
+            '(e.g. "/health/")'
+        )
+    return value
+
+
+def _word(value: str) -> str:
+    if not _WORD.fullmatch(value):
+        raise ValueError(
+            f"{_quoted(value)} is not one word: no spaces, quotes, control characters "
+            "or any of ; # { } ` $ \\ (give each argument as its own string)"
+        )
+    return value
+
+
+def _server_name(value: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise ValueError('must be host names separated by spaces (use "_" for any name)')
+    names = value.split()
+    if not names:
+        raise ValueError('must not be empty (use "_" for any name)')
+    for name in names:
+        if name != "_" and not _SERVER_NAME.fullmatch(name):
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                raise ValueError(
+                    f"{_quoted(value)}: {_quoted(name)} is not a server name "
+                    '(host names, "*.example.com", "example.*" or "_", separated by spaces)'
+                ) from None
+    return value
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'{_quoted(value)} is not an IANA time zone (e.g. "America/New_York")'
+        ) from None
+    return value
+
+
+def _redis_policy(value: str) -> str:
+    if value not in REDIS_POLICIES:
+        raise ValueError(
+            f"{_quoted(value)} is not a maxmemory policy{did_you_mean(value, REDIS_POLICIES)}; "
+            f"known: {', '.join(REDIS_POLICIES)}"
+        )
+    return value
+
+
+def _calendar_field(text: str, low: int, high: int) -> bool:
+    """One field of a systemd calendar: ``*``, N, N..M, lists of those, with ``/STEP``."""
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        if step and not (_digits(step) and int(step) > 0):
+            return False
+        if base == "*":
+            continue
+        first, dots, last = base.partition("..")
+        numbers = [first, last] if dots else [first]
+        if not all(_digits(n) and low <= int(n) <= high for n in numbers):
+            return False
+    return True
+
+
+def _calendar(value: str) -> str:
+    """systemd ``OnCalendar=`` without a time zone: ``[WEEKDAYS] [DATE] [TIME]`` or a word."""
+    problem = (
+        f"{_quoted(value)} is not a systemd calendar event "
+        '(e.g. "Mon..Fri 08:00", "*-*-* 23:00", "daily"; deployment.timezone is added)'
+    )
+    text = value.strip()
+    if text.lower() in _CALENDAR_WORDS:
+        return value
+    parts = text.split()
+    if not 1 <= len(parts) <= 3 or any(not p.isprintable() for p in parts):
+        raise ValueError(problem)
+    if parts[0][0].isalpha():
+        for item in parts.pop(0).split(","):
+            first, dots, last = item.lower().partition("..")
+            if first not in _DAY_NAMES or (dots and last not in _DAY_NAMES):
+                raise ValueError(problem)
+    if parts and ":" not in parts[0]:
+        fields = parts.pop(0).replace("~", "-").split("-")
+        limits = [(1970, 2199), (1, 12), (1, 31)][-len(fields) :] if len(fields) <= 3 else []
+        if len(fields) < 2 or not all(
+            _calendar_field(f, lo, hi) for f, (lo, hi) in zip(fields, limits, strict=False)
+        ):
+            raise ValueError(problem)
+    if parts:
+        fields = parts.pop(0).split(":")
+        limits = [(0, 23), (0, 59), (0, 59)]
+        if not 2 <= len(fields) <= 3 or not all(
+            _calendar_field(f, lo, hi) for f, (lo, hi) in zip(fields, limits, strict=False)
+        ):
+            raise ValueError(problem)
+    if parts:
+        raise ValueError(problem)
     return value
 
 
@@ -134,6 +367,13 @@ Time = Annotated[str, AfterValidator(_time)]
 Address = Annotated[str, AfterValidator(_address)]
 AbsPath = Annotated[str, AfterValidator(_absolute)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Image = Annotated[str, AfterValidator(_image)]
+"""An OCI image reference: ``[REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST]``."""
+UrlPath = Annotated[str, AfterValidator(_url_path)]
+Word = Annotated[str, AfterValidator(_word)]
+"""One argument or token of a config line: no whitespace, quotes or shell/config syntax."""
+HostPort = Annotated[str, AfterValidator(_host_port)]
+Zone = Annotated[str, AfterValidator(_zone)]
 
 
 # --------------------------------------------------------------------------- secrets
@@ -219,7 +459,7 @@ class Deployment(Model):
 
     name: Name = "senex"
     """Prefix of container names (``senex-django-3``)."""
-    image: str = Field(min_length=1)
+    image: Image
     """The application image (Django/Daphne and Celery run from the same image)."""
     project: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")] = "senextrader"
     """The Django project package: ``PROJECT.asgi:application`` and ``celery -A PROJECT``."""
@@ -227,9 +467,9 @@ class Deployment(Model):
     """Environment file of the application containers (Quadlet ``EnvironmentFile=``)."""
     scope: Literal["user", "system"] = "user"
     """user: rootless units in ~/.config/containers/systemd; system: /etc/containers/systemd."""
-    volumes: tuple[str, ...] = ()
+    volumes: tuple[Word, ...] = ()
     """Quadlet ``Volume=`` lines of the application containers (``%h/static:/app/static:z``)."""
-    timezone: str = "UTC"
+    timezone: Zone = "UTC"
     """Time zone of scheduled-scaling timers (``OnCalendar=... ZONE``)."""
     config_dir: AbsPath = "/etc/senex-scale"
     """Where the PostgreSQL and Redis files are installed on their hosts (mounted read-only)."""
@@ -263,6 +503,9 @@ class Host(Model):
     def _some_role(self) -> Host:
         if not self.roles:
             raise ValueError("roles: give at least one role")
+        twice = sorted({r for r in self.roles if self.roles.count(r) > 1})
+        if twice:
+            raise ValueError(f'roles: "{twice[0]}" is given twice')
         return self
 
 
@@ -289,7 +532,7 @@ class PoolSpec(Model):
     """web only: "BASE + n", instance n publishes BASE+n on the host (the policy's scheme)."""
     container_port: Port = 8000
     """Port Daphne listens on inside the container."""
-    health: str = "/health/"
+    health: UrlPath = "/health/"
     health_interval: Time = "30s"
     min: int = Field(default=1, ge=0)
     max: int = Field(default=5, ge=1)
@@ -297,7 +540,7 @@ class PoolSpec(Model):
     """worker only: the Celery queues it consumes (queue-specific workers)."""
     concurrency: int | None = Field(default=None, ge=1)
     max_tasks_per_child: int | None = Field(default=None, ge=1)
-    command: tuple[str, ...] = ()
+    command: tuple[Word, ...] = ()
     """Override the container command; default Daphne (web) or ``celery worker`` (worker)."""
     limits: Limits = Limits()
     stop_timeout: Time = "120s"
@@ -334,7 +577,7 @@ class PoolSpec(Model):
 class Beat(Model):
     """The single Celery beat scheduler (never scaled: two would send every task twice)."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     limits: Limits = Limits()
 
 
@@ -345,8 +588,8 @@ class DbUser(Model):
     """A PostgreSQL role that clients use (through PgBouncer)."""
 
     password: SecretRef
-    superuser: bool = False
-    monitor: bool = False
+    superuser: StrictBool = False
+    monitor: StrictBool = False
     """Member of pg_monitor: for senex-scale's PostgreSQL source and the exporters."""
 
 
@@ -357,21 +600,21 @@ class Replication(Model):
     password: SecretRef
     max_wal_senders: int = Field(default=5, ge=1)
     wal_keep_size: Annotated[str, Field(pattern=r"^\d+(?:kB|MB|GB|TB)$")] = "1GB"
-    slots: bool = True
+    slots: StrictBool = True
     """One physical replication slot per replica, so the primary keeps WAL a replica needs."""
 
 
 class Postgres(Model):
     """PostgreSQL: the primary (writes), replicas (reads), in containers."""
 
-    image: str = "docker.io/library/postgres:15"
+    image: Image = "docker.io/library/postgres:15"
     port: Port = 5432
     database: Name = "senextrader"
     owner: Name = "senex_user"
     """The application's role; must be one of ``users``."""
     users: dict[Name, DbUser] = Field(min_length=1)
     replication: Replication
-    listen_addresses: str = "*"
+    listen_addresses: Annotated[str, AfterValidator(_address_list(","))] = "*"
     client_cidrs: tuple[Annotated[str, AfterValidator(_subnet)], ...] = ()
     """Networks besides the PgBouncer hosts that may log in (pg_hba ``host`` lines)."""
     max_connections: int = Field(default=100, ge=10)
@@ -382,7 +625,7 @@ class PgBouncer(Model):
     """PgBouncer in front of the primary (and a ``DB_replica`` alias per replica)."""
 
     port: Port = 6432
-    listen_addr: str = "*"
+    listen_addr: Annotated[str, AfterValidator(_address_list(","))] = "*"
     pool_mode: Literal["transaction", "session", "statement"] = "transaction"
     """transaction: what Django needs with CONN_MAX_AGE and no server-side cursors."""
     max_client_conn: int = Field(default=200, ge=1)
@@ -398,18 +641,18 @@ class PgBouncer(Model):
     auth_file: AbsPath = "/etc/pgbouncer/userlist.txt"
     logfile: AbsPath = "/var/log/postgresql/pgbouncer.log"
     pidfile: AbsPath = "/run/postgresql/pgbouncer.pid"
-    unix_socket_dir: str = "/run/postgresql"
+    unix_socket_dir: AbsPath = "/run/postgresql"
 
 
 class Redis(Model):
     """Redis: one primary, replicas (read-only), all with a password."""
 
-    image: str = "docker.io/library/redis:7"
+    image: Image = "docker.io/library/redis:7"
     port: Port = 6379
     password: SecretRef
-    bind: str = "* -::*"
+    bind: Annotated[str, AfterValidator(_address_list(" ", dash=True))] = "* -::*"
     maxmemory: Size | None = None
-    maxmemory_policy: str = "noeviction"
+    maxmemory_policy: Annotated[str, AfterValidator(_redis_policy)] = "noeviction"
     """noeviction: Celery's broker must never lose a task to eviction."""
     dir: AbsPath = "/var/lib/redis"
     limits: Limits = Limits()
@@ -419,7 +662,7 @@ class Sentinel(Model):
     """Redis Sentinel: quorum-based failover of the Redis primary."""
 
     port: Port = 26379
-    bind: str = "* -::*"
+    bind: Annotated[str, AfterValidator(_address_list(" ", dash=True))] = "* -::*"
     master_name: Name = "senex-redis"
     quorum: int = Field(default=2, ge=1)
     down_after_milliseconds: int = Field(default=5000, ge=100)
@@ -439,16 +682,17 @@ class Nginx(Model):
 
     listen: Port = 8000
     """Port nginx listens on (HAProxy's backend port when the balancer is HAProxy)."""
-    server_name: str = "_"
+    server_name: Annotated[str, AfterValidator(_server_name)] = "_"
+    """nginx ``server_name``: host names, ``*.example.com``, ``example.*`` or ``_`` (any)."""
     upstream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "django_backend"
     pool: Name = "django"
-    ip_hash: bool = True
+    ip_hash: StrictBool = True
     max_fails: int = Field(default=3, ge=0)
     fail_timeout: Time = "30s"
     keepalive: int = Field(default=32, ge=0)
     worker_shutdown_timeout: Time = "120s"
     """How long old workers keep serving (WebSockets) after a reload before they are closed."""
-    websocket_path: str = "/ws/"
+    websocket_path: UrlPath = "/ws/"
     pid: AbsPath = "/run/nginx.pid"
     error_log: AbsPath = "/var/log/nginx/error.log"
     access_log: AbsPath = "/var/log/nginx/access.log"
@@ -457,7 +701,7 @@ class Nginx(Model):
 class HAProxy(Model):
     """HAProxy on the balancer host, in front of the web hosts' nginx."""
 
-    bind: str = "*:443"
+    bind: Annotated[str, AfterValidator(_bind)] = "*:443"
     tls_certificate: AbsPath | None = "/etc/letsencrypt/live/example.com/combined.pem"
     """PEM with certificate and key; none: plain HTTP on ``bind``."""
     admin_socket: AbsPath = "/run/haproxy/admin.sock"
@@ -470,6 +714,15 @@ class HAProxy(Model):
     """Idle limit of an upgraded (WebSocket) connection."""
 
 
+def _webhook(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f\"'\\]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+WebhookURL = Annotated[str, AfterValidator(_webhook)]
+
+
 class Balancer(Model):
     """Which balancer faces clients: nginx alone, or HAProxy in front of the web hosts."""
 
@@ -480,11 +733,22 @@ class Exporters(Model):
     """Ports of the exporters Prometheus scrapes (on the hosts of the matching roles)."""
 
     node: Port = 9100
-    celery: str = "127.0.0.1:9808"
+    celery: HostPort = "127.0.0.1:9808"
     """celery-exporter (danihodovic/celery-exporter): ``celery_queue_length{queue_name=...}``."""
     redis: Port = 9121
     postgres: Port = 9187
     pgbouncer: Port = 9127
+
+
+class Alertmanager(Model):
+    """Alertmanager on the Prometheus host: where it listens, where each priority is sent."""
+
+    listen: HostPort = "127.0.0.1:9093"
+    binary: AbsPath = "/usr/bin/prometheus-alertmanager"
+    """Debian's package name for the alertmanager binary."""
+    webhooks: dict[Literal["critical", "high", "medium", "low"], WebhookURL] = {}
+    """Webhook URL per priority; a priority without one is routed to a receiver that sends
+    nowhere (the alert shows in Alertmanager only)."""
 
 
 class Prometheus(Model):
@@ -493,7 +757,8 @@ class Prometheus(Model):
     scrape_interval: Time = "15s"
     evaluation_interval: Time = "15s"
     exporters: Exporters = Exporters()
-    controller: str = "127.0.0.1:9308"
+    alertmanager: Alertmanager = Alertmanager()
+    controller: HostPort = "127.0.0.1:9308"
     """Where senex-scale serves its own /metrics (the policy's controller.listen)."""
 
 
@@ -509,7 +774,7 @@ class Schedule(Model):
 
     name: Name
     pool: Name
-    on_calendar: str = Field(min_length=1)
+    on_calendar: Annotated[str, AfterValidator(_calendar)]
     """systemd ``OnCalendar=`` (e.g. "Mon..Fri 08:00"); deployment.timezone is appended."""
     count: int = Field(ge=0)
 
@@ -557,20 +822,18 @@ def load_inventory(path: str | Path) -> Inventory:
     """Load and validate the inventory at ``path``; ``InventoryError`` lists every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(str(path), ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(str(path), [f"cannot read: {exc}"]) from None
+        text = read_input(path)
+    except ValueError as exc:
+        raise InventoryError(str(path), [str(exc)]) from None
     return parse_inventory(text, source=str(path))
 
 
 def parse_inventory(text: str, *, source: str = "<inventory>") -> Inventory:
     """Validate inventory TOML ``text``."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InventoryError(source, [f"not valid TOML: {exc}"]) from None
+        data = load_toml(text)
+    except ValueError as exc:
+        raise InventoryError(source, [str(exc)]) from None
     return validate_inventory(data, source=source)
 
 
@@ -632,7 +895,7 @@ def cross_check(data: Mapping[str, Any]) -> list[str]:
         need("postgres-primary", "the database", exactly_one=True)
         need("redis-primary", "the broker and cache", exactly_one=True)
         need("pgbouncer", "Django and Celery connect through it")
-        kinds = {p.get("kind") for p in pools.values()}
+        kinds = {p.get("kind") for p in pools.values() if isinstance(p.get("kind"), str)}
         if "web" in kinds:
             need("web", "where the web pools run")
         if "worker" in kinds:
@@ -656,9 +919,40 @@ def cross_check(data: Mapping[str, Any]) -> list[str]:
             )
         elif pools[web_pool].get("kind") == "worker":
             problems.append(f'nginx.pool: "{web_pool}" is a worker pool, not a web pool')
+    problems += _shared_addresses(hosts)
     problems += _user_references(data)
     problems += _schedule_references(data, pools)
     problems += _port_clashes(data, hosts, roles)
+    return problems
+
+
+def _shared_addresses(hosts: Mapping[str, Any]) -> list[str]:
+    """Two hosts with one address: every file that names one of them would mean the other.
+
+    Loopback addresses are the exception: a test deployment on one machine gives its hosts
+    127.0.0.1 and separate ports (``hosts.NAME.ports``).
+    """
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name, host in hosts.items():
+        address = host.get("address")
+        if not isinstance(address, str):
+            continue
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            key = address.lower().removesuffix(".")
+            if key == "localhost":
+                continue
+        else:
+            if ip.is_loopback:
+                continue
+            key = str(ip)
+        if key in seen:
+            problems.append(
+                f'hosts.{name}.address: "{address}" is also the address of hosts.{seen[key]}'
+            )
+        seen.setdefault(key, name)
     return problems
 
 
@@ -763,8 +1057,13 @@ def _port_clashes(
     return problems
 
 
-def resolve_secrets(inv: Inventory, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every secret's value by its dotted path; ``InventoryError`` names each one missing."""
+def resolve_secrets(
+    inv: Inventory, environ: Mapping[str, str] | None = None, *, source: str = "<inventory>"
+) -> dict[str, str]:
+    """Every secret's value by its dotted path; ``InventoryError`` names each one missing.
+
+    ``source`` is the inventory file, named first in the error like any other problem of it.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     problems: list[str] = []
@@ -774,5 +1073,5 @@ def resolve_secrets(inv: Inventory, environ: Mapping[str, str] | None = None) ->
         except ValueError as exc:
             problems.append(f"{path}: {exc}")
     if problems:
-        raise InventoryError("secrets", problems)
+        raise InventoryError(source, problems)
     return values

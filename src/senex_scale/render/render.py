@@ -39,7 +39,7 @@ import jinja2
 import yaml
 
 from senex_scale.errors import InputError, SenexError
-from senex_scale.render import monitoring, scram
+from senex_scale.render import alertmanager, monitoring, scram
 from senex_scale.render.inventory import Host, Inventory, PoolSpec, resolve_secrets
 
 MANIFEST = "MANIFEST.json"
@@ -260,6 +260,7 @@ def render_files(
         "pgbouncers": with_role("pgbouncer"),
         "web_hosts": with_role("web"),
         "wanted_by": "default.target" if user_scope else "multi-user.target",
+        "systemd_dir": systemd_dir,
     }
 
     def add(
@@ -540,6 +541,13 @@ def _prometheus(
     header = _render("_header.j2", **ctx)
     rules = header + yaml.safe_dump(groups, sort_keys=False, width=100)
     add(node, "prometheus", "rules/senex-scale.yml", "/etc/prometheus/rules/senex-scale.yml", rules)
+    am = inv.prometheus.alertmanager
+    am_config = header + yaml.safe_dump(
+        alertmanager.config({str(k): v for k, v in am.webhooks.items()}), sort_keys=False
+    )
+    add(node, "alertmanager", "alertmanager.yml", "/etc/prometheus/alertmanager.yml", am_config)
+    text = _render("alertmanager.service.j2", **ctx)
+    add(node, "systemd", "alertmanager.service", f"{ctx['systemd_dir']}/alertmanager.service", text)
     doc = monitoring.dashboard(title=f"Senex Scale: {inv.deployment.name}", web_pool=inv.nginx.pool)
     add(
         node,
@@ -795,13 +803,13 @@ def render(
     With ``write=False`` (``--check``, ``--diff``) the files are rendered and checked in a
     temporary directory that is then removed: ``out`` is only read.
     """
-    secrets = resolve_secrets(inv, environ)
+    secrets = resolve_secrets(inv, environ, source=source)
     short = [p for p, v in secrets.items() if len(v) < MIN_SECRET_LENGTH]
     if short:
         from senex_scale.render.inventory import InventoryError
 
         raise InventoryError(
-            "secrets", [f"{p}: shorter than {MIN_SECRET_LENGTH} characters" for p in short]
+            source, [f"{p}: shorter than {MIN_SECRET_LENGTH} characters" for p in short]
         )
     _check_out(out)
     files = render_files(inv, secrets, source=source, previous=out if out.is_dir() else None)

@@ -105,8 +105,8 @@ class SeedScriptController:
         `systemctl start django@3` (a no-op if the script just started @3) or `stop django@3`.
         """
         changes: dict[str, int] = {}
-        if self.web is not None and self.web in pools:
-            view = pools[self.web]
+        if self.web is not None and self.web in pools and "cpu" in pools[self.web].metrics:
+            view = pools[self.web]  # (no metrics: `podman stats` failed, the script does nothing)
             current = view.running
             cpus = [
                 view.metrics["cpu"] if i.state is InstanceState.READY else _booting_cpu()
@@ -136,7 +136,10 @@ def _booting_cpu() -> float:
 
 
 def hpa_policy(policy: Policy, target: float = 70.0) -> Policy:
-    """The Kubernetes HPA with default behaviour over the pools of ``policy``."""
+    """The Kubernetes HPA with default behaviour over the pools of ``policy``: one exact
+    ``mode = "hpa"`` CPU utilization rule per pool (its ``behavior`` left at the HPA's
+    defaults; the pool-level cooldowns and limits below are the same defaults, unused by that
+    mode)."""
     pools: dict[str, Any] = {}
     rules: list[dict[str, Any]] = []
     for name, pool in policy.pools.items():
@@ -157,8 +160,9 @@ def hpa_policy(policy: Policy, target: float = 70.0) -> Policy:
                 "pool": name,
                 "metric": {"source": "sim", "signal": "cpu"},
                 "target": target,
-                "target_type": "average",
+                "target_type": "utilization",
                 "tolerance": 0.1,
+                "mode": "hpa",
             }
         )
     data = {

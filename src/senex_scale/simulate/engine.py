@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -32,7 +32,14 @@ import numpy.typing as npt
 
 from senex_scale.core import Decider, Instance, InstanceState, Memory, Observation, Sample
 from senex_scale.policy.models import ActionRule, Policy, TargetRule
-from senex_scale.simulate.model import PoolLoad, SimModel, pool_loads, shared_signals
+from senex_scale.simulate.model import (
+    MetricFaults,
+    PoolLoad,
+    SimModel,
+    faulty,
+    pool_loads,
+    shared_signals,
+)
 from senex_scale.simulate.score import Score, score
 from senex_scale.simulate.trace import Trace
 
@@ -53,7 +60,8 @@ class SimInstance:
     def as_core(self) -> Instance:
         """The core's view of this instance (cached until the state changes)."""
         if self.view is None or self.view.state is not self.state:
-            self.view = Instance(str(self.n), self.state, self.started_at)
+            ready = self.ready_at if self.state is InstanceState.READY else None
+            self.view = Instance(str(self.n), self.state, self.started_at, ready)
         return self.view
 
 
@@ -148,7 +156,7 @@ class PolicyController:
         for rule in policy.rules:
             if not rule.enabled:
                 continue
-            per_instance = isinstance(rule, TargetRule) and rule.target_type == "average"
+            per_instance = isinstance(rule, TargetRule) and rule.per_instance
             history: deque[Sample] = deque()
             self.history[rule.name] = history
             self.rules.append((history, rule.pool, rule.metric.signal, per_instance))
@@ -161,6 +169,10 @@ class PolicyController:
             max(windows) + controller.gap_bound + controller.stale_bound + controller.interval
         )
         self.keep = self.decider.keep
+        self.reads_shared = any(
+            r.enabled and (r.pool is None or r.pool not in policy.pools) for r in policy.rules
+        )
+        """Whether a rule reads the stack-wide signals (else the engine need not compute them)."""
 
     def initial(self, pool: str, at: float) -> int:
         """Start at the pool's minimum."""
@@ -233,19 +245,30 @@ def run(
     *,
     immediate_stop: bool = False,
     progress: Callable[[int], None] | None = None,
+    pools: Sequence[str] | None = None,
+    faults: MetricFaults | None = None,
 ) -> RunResult:
-    """Run ``controller`` over ``trace`` (already on the simulation grid)."""
+    """Run ``controller`` over ``trace`` (already on the simulation grid).
+
+    ``pools``: run only these pools (the others' noise is still drawn, so each pool sees
+    the noise it sees in a whole run). Pools are independent under a policy whose rules
+    each name their pool, which lets ``simulate`` run them in parallel processes.
+    ``faults``: metrics that misbehave (outliers, dropouts, stuck values); the load and the
+    scores are unchanged, only what the controller reads.
+    """
     loads = pool_loads(policy, model, trace)
     n = len(trace.times)
     if isinstance(controller, FixedSupply):
         runs = {}
         for load in loads:
+            if pools is not None and load.name not in pools:
+                continue
             serving, running, actions = controller.supply(load, trace.times)
             runs[load.name] = _pool_run(load, serving, running, actions, trace.step)
         if progress is not None:
             progress(n)
         return RunResult(controller.name, runs)
-    return _loop(controller, trace, policy, model, loads, immediate_stop, progress)
+    return _loop(controller, trace, policy, model, loads, immediate_stop, progress, pools, faults)
 
 
 def _loop(
@@ -253,16 +276,23 @@ def _loop(
     trace: Trace,
     policy: Policy,
     model: SimModel,
-    loads: list[PoolLoad],
+    every_load: list[PoolLoad],
     immediate_stop: bool,
     progress: Callable[[int], None] | None,
+    only: Sequence[str] | None = None,
+    faults: MetricFaults | None = None,
 ) -> RunResult:
     step = trace.step
     times: list[float] = trace.times.tolist()
     grid = trace.times
     n = len(times)
     rng = np.random.default_rng(model.seed)
-    noise = {p.name: (rng.standard_normal(n) * p.model.cpu_noise).tolist() for p in loads}
+    noise = {}
+    for p in every_load:  # drawn for every pool, in order, so a subset sees the same noise
+        drawn = rng.standard_normal(n)
+        if only is None or p.name in only:
+            noise[p.name] = (drawn * p.model.cpu_noise).tolist()
+    loads = [p for p in every_load if only is None or p.name in only]
     instances: dict[str, list[SimInstance]] = {}
     timelines: dict[str, _Timeline] = {}
     actions = dict.fromkeys((p.name for p in loads), 0)
@@ -281,6 +311,9 @@ def _loop(
         # act at wall-clock multiples of the period (cron's */5), like the real script
         offset = next((k for k in range(min(n, every)) if times[k] % controller.period < step), 0)
     report_every = max(1, n // 200)
+    factor, dropped, stuck = faults.masks(times) if faults is not None else ([], [], [])
+    reads_shared = getattr(controller, "reads_shared", True)
+    frozen: dict[str, dict[str, float]] = {}
     for k in range(offset, n, every):
         t = times[k]
         views: dict[str, PoolView] = {}
@@ -296,8 +329,18 @@ def _loop(
             instances[name] = alive
             serving = sum(1 for i in alive if i.state is InstanceState.READY)
             metrics = _metrics(load, k, serving, noise[name][k], queues, last_k, step)
+            if faults is not None:
+                if dropped[k]:
+                    metrics = {}
+                elif stuck[k]:
+                    metrics = frozen.get(name, metrics)
+                else:
+                    if factor[k] != 1.0:
+                        metrics = faulty(metrics, factor[k])
+                    frozen[name] = metrics
             views[name] = PoolView(name, alive, metrics)
-        changes = controller.step(k, t, views, shared_signals(loads, k))
+        shared = shared_signals(every_load, k) if reads_shared else _NO_SIGNALS
+        changes = controller.step(k, t, views, shared)
         for name, desired in changes.items():
             if desired == views[name].running:
                 continue  # nothing to do is not an action
@@ -315,6 +358,9 @@ def _loop(
         events.extend(controller.fired)
         events.sort()
     return RunResult(controller.name, runs, events)
+
+
+_NO_SIGNALS: dict[str, float] = {}
 
 
 def _metrics(

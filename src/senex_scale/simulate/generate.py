@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from senex_scale.plugins import did_you_mean
+from senex_scale.simulate.model import FaultKind, MetricFaults
 from senex_scale.simulate.trace import Array, Trace
 
 KINDS = ("trading-day", "news-day", "holiday", "slow-week")
@@ -511,11 +512,196 @@ def generation_comment(
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- suite families
+
+FAMILIES = (
+    "normal",
+    "news",
+    "macro",
+    "flash-crash",
+    "plateau",
+    "half-day",
+    "holiday",
+    "dst",
+    "slow-week",
+    "growth",
+    "outliers",
+    "dropouts",
+    "stuck",
+)
+"""Trace families of ``senex-scale simulate --suite`` (``family_trace``), each seeded:
+
+normal (a session at 0.7-1.4x), news (a 5x burst), macro (a 2-3.5x step at 08:30 or 14:00
+held 30-120 min: a data release, a rate decision), flash-crash (10x within two minutes, held
+3-10 min), plateau (08:00-24:00 flat near a scale-out line, noise 3/8/15 %), half-day (an
+early close), holiday, dst (the Sunday of a DST switch and the Monday after), slow-week
+(Monday to Friday at 0.6x), growth (three sessions growing 1 -> 1.6x), and three with
+misbehaving metrics on a normal session: outliers (single samples 3-10x), dropouts (metrics
+missing for 1-20 min) and stuck (a value frozen for 10-60 min).
+"""
+
+SUITE_YEARS = (date(2026, 1, 5), date(2027, 12, 24))
+DST_SUNDAYS = (date(2026, 3, 8), date(2026, 11, 1), date(2027, 3, 14), date(2027, 11, 7))
+
+
+def _session_days(early: bool) -> list[date]:
+    sessions = _sessions(*SUITE_YEARS)
+    ny = ZoneInfo(EXCHANGE_TZ)
+    days = []
+    for day, (_, closed) in sorted(sessions.items()):
+        short = datetime.fromtimestamp(closed, ny).hour < 16
+        if short == early:
+            days.append(day)
+    return days
+
+
+def _holidays() -> list[date]:
+    sessions = _sessions(*SUITE_YEARS)
+    day, out = SUITE_YEARS[0], []
+    while day <= SUITE_YEARS[1]:
+        if day.weekday() < 5 and day not in sessions:
+            out.append(day)
+        day += timedelta(days=1)
+    return out
+
+
+def _ny_hours(trace: Trace) -> Array:
+    first = float(trace.times[0])
+    zone = ZoneInfo(EXCHANGE_TZ)
+    midnight = datetime.combine(datetime.fromtimestamp(first, zone).date(), clock(0), zone)
+    return _wall_hours(trace.times, midnight.timestamp(), zone)
+
+
+def _shaped(trace: Trace, factor: Array, columns: Sequence[str] = COLUMNS) -> Trace:
+    out = dict(trace.columns)
+    for name in columns:
+        out[name] = np.round(trace.columns[name] * factor, _PROFILES[name].decimals)
+    return Trace(trace.name, trace.times, out, trace.timezone)
+
+
+def _event(
+    hours: Array, start: float, rise: float, hold: float, decay: float, peak: float
+) -> Array:
+    """1, rising linearly to ``peak`` over ``rise`` minutes, held, then decaying (minutes)."""
+    since = (hours - start) * 60.0
+    rising = np.clip(since / max(rise, 1e-9), 0.0, 1.0)
+    after = np.exp(-np.clip(since - rise - hold, 0.0, None) / decay)
+    shape = np.where(since < 0.0, 0.0, np.where(since < rise + hold, rising, after))
+    factor: Array = 1.0 + (peak - 1.0) * shape
+    return factor
+
+
+def family_trace(family: str, seed: int) -> tuple[Trace, MetricFaults | None]:
+    """The suite trace ``family-seed`` (``FAMILIES``) and its metric faults, if any."""
+    if family not in FAMILIES:
+        raise ValueError(f'unknown family "{family}"{did_you_mean(family, FAMILIES)}')
+    rng = np.random.default_rng([seed, FAMILIES.index(family), 16])
+    full = _session_days(early=False)
+    day = full[int(rng.integers(len(full)))]
+    scale = float(rng.uniform(0.8, 1.25))
+    name = f"{family}-{seed}"
+    faults: MetricFaults | None = None
+    if family == "normal":
+        trace = generate("trading-day", start=day, seed=seed, scale=float(rng.uniform(0.7, 1.4)))
+    elif family == "news":
+        trace = generate("news-day", start=day, seed=seed, scale=scale)
+    elif family == "half-day":
+        early = _session_days(early=True)
+        trace = generate("trading-day", start=early[int(rng.integers(len(early)))], seed=seed)
+    elif family == "holiday":
+        holidays = _holidays()
+        trace = generate("holiday", start=holidays[int(rng.integers(len(holidays)))], seed=seed)
+    elif family == "dst":
+        sunday = DST_SUNDAYS[int(rng.integers(len(DST_SUNDAYS)))]
+        trace = generate("trading-day", start=sunday, days=2, seed=seed, scale=scale)
+    elif family == "slow-week":
+        monday = day - timedelta(days=day.weekday())
+        trace = generate("slow-week", start=monday, days=5, step=15, seed=seed)
+    elif family == "growth":
+        start = full[int(rng.integers(len(full) - 3))]
+        trace = generate("trading-day", start=start, days=3, seed=seed)
+        ramp = 1.0 + 0.6 * (trace.times - trace.times[0]) / (trace.times[-1] - trace.times[0])
+        trace = _shaped(trace, ramp)
+    elif family in ("macro", "flash-crash"):
+        trace = generate("trading-day", start=day, seed=seed, scale=scale)
+        hours = _ny_hours(trace)
+        if family == "macro":
+            at = 8.5 if rng.random() < 0.5 else 14.0
+            hold = float(rng.uniform(30, 120))
+            factor = _event(hours, at, 0.0, hold, 30.0, float(rng.uniform(2.0, 3.5)))
+        else:
+            at = float(rng.uniform(10.0, 15.5))
+            factor = _event(hours, at, 2.0, float(rng.uniform(3, 10)), 5.0, 10.0)
+        trace = _shaped(trace, factor)
+    elif family == "plateau":
+        trace = _plateau(day, seed, rng)
+    else:
+        trace = generate("trading-day", start=day, seed=seed, scale=scale)
+        faults = _faults(family, trace, rng)
+    return Trace(name, trace.times, trace.columns, trace.timezone), faults
+
+
+PLATEAU_NOISE = (0.03, 0.08, 0.15)
+PLATEAU_LEVELS = (0.65, 0.70, 0.75)
+"""Utilisation of the plateau: around the default policy's lines (70 % out, 75 % target)."""
+
+
+def _plateau(day: date, seed: int, rng: np.random.Generator) -> Trace:
+    """08:00-24:00 flat at a level near a scale-out line on 2-4 instances, with noise."""
+    trace = generate("trading-day", start=day, seed=seed)
+    hours = _ny_hours(trace)
+    inside = (hours >= 8.0) & (hours < 24.0)
+    level = PLATEAU_LEVELS[int(rng.integers(len(PLATEAU_LEVELS)))]
+    count = int(rng.integers(2, 5))
+    amplitude = PLATEAU_NOISE[int(rng.integers(len(PLATEAU_NOISE)))]
+    n = int(inside.sum())
+    wobble = np.cumsum(rng.normal(0.0, 1.0, n))  # a slow wander plus white noise
+    wobble = (wobble - np.linspace(0.0, wobble[-1], n)) / max(1.0, float(np.abs(wobble).max()))
+    noise = 1.0 + amplitude * (0.5 * wobble + rng.normal(0.0, 0.5, n))
+    ws = 200.0 * count
+    # web: utilisation = rps / 60 / n + ws * 8e-5 / n + 0.03 (the default capacity model)
+    rps = (level - 0.03 - ws * 8e-5 / count) * 60.0 * count
+    tasks = level * 120.0 * count
+    columns = dict(trace.columns)
+    targets = {
+        "http_rps": rps,
+        "ws_connections": ws,
+        "tasks_trading": tasks,
+        "tasks_general": tasks * 0.6,
+        "tasks_accounts": tasks * 0.4,
+    }
+    for name, value in targets.items():
+        column = columns[name].copy()
+        wobbly = noise if name != "ws_connections" else 1.0
+        column[inside] = np.round(value * wobbly, _PROFILES[name].decimals)
+        columns[name] = np.maximum(column, 0.0)
+    return Trace(trace.name, trace.times, columns, trace.timezone)
+
+
+def _faults(family: str, trace: Trace, rng: np.random.Generator) -> MetricFaults:
+    """Outliers, dropouts or stuck values at seed-chosen times of the day."""
+    start, end = float(trace.times[0]), float(trace.times[-1])
+    step = trace.step
+    intervals: list[tuple[float, float, FaultKind, float]] = []
+    count = {"outliers": 40, "dropouts": 12, "stuck": 4}[family]
+    for _ in range(count):
+        at = start + step * int(rng.integers(int((end - start) / step)))
+        if family == "outliers":
+            intervals.append((at, at + step, "outlier", float(rng.uniform(3.0, 10.0))))
+        elif family == "dropouts":
+            intervals.append((at, at + 60.0 * float(rng.uniform(1, 20)), "dropout", 1.0))
+        else:
+            intervals.append((at, at + 60.0 * float(rng.uniform(10, 60)), "stuck", 1.0))
+    return MetricFaults(tuple(sorted(intervals)))
+
+
 __all__ = [
     "COLUMNS",
+    "FAMILIES",
     "KINDS",
     "KIND_DEFAULTS",
     "KindDefaults",
+    "family_trace",
     "generate",
     "generation_comment",
 ]

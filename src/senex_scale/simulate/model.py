@@ -34,7 +34,9 @@ disk stays flat; they feed the matrix's notify/runbook rules.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -177,3 +179,45 @@ def pool_loads(policy: Policy, model: SimModel, trace: Trace) -> list[PoolLoad]:
         PoolLoad(name, pool.kind, pool.queues, model.pool(name), trace)
         for name, pool in policy.pools.items()
     ]
+
+
+FaultKind = Literal["outlier", "dropout", "stuck"]
+
+
+@dataclass(frozen=True)
+class MetricFaults:
+    """Metrics that misbehave, as time intervals ``[start, end)`` (the suite's faulty traces).
+
+    ``outlier``: every metric multiplied by ``factor`` (percentages capped at 100);
+    ``dropout``: no metric at all (a source outage); ``stuck``: every metric frozen at its
+    value just before the interval. The load itself, and so the scores, are unchanged.
+    """
+
+    intervals: tuple[tuple[float, float, FaultKind, float], ...] = ()
+
+    def masks(self, times: list[float]) -> tuple[list[float], list[bool], list[bool]]:
+        """Per tick: (factor, dropped, stuck)."""
+        grid = np.asarray(times)
+        factor = np.ones(len(times))
+        dropped = np.zeros(len(times), dtype=bool)
+        stuck = np.zeros(len(times), dtype=bool)
+        for start, end, kind, value in self.intervals:
+            inside = (grid >= start) & (grid < end)
+            if kind == "outlier":
+                factor[inside] *= value
+            elif kind == "dropout":
+                dropped |= inside
+            else:
+                stuck |= inside
+        return factor.tolist(), dropped.tolist(), stuck.tolist()
+
+
+PERCENT_SIGNALS = frozenset({"cpu", "busy", "memory", "disk", "db_cpu"})
+
+
+def faulty(metrics: dict[str, float], factor: float) -> dict[str, float]:
+    """``metrics`` as an outlier reports them: multiplied, percentages capped at 100."""
+    return {
+        k: min(100.0, v * factor) if k in PERCENT_SIGNALS else v * factor
+        for k, v in metrics.items()
+    }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senex_scale.errors import InputError
+from senex_scale.policy.durations import format_duration
 from senex_scale.policy.models import Policy
 from senex_scale.simulate.baselines import (
     BASELINES,
@@ -19,7 +20,7 @@ from senex_scale.simulate.baselines import (
     hpa_policy,
 )
 from senex_scale.simulate.engine import Controller, FixedSupply, PolicyController, RunResult, run
-from senex_scale.simulate.model import SimModel
+from senex_scale.simulate.model import MetricFaults, SimModel
 from senex_scale.simulate.score import FIELDS, Score
 from senex_scale.simulate.trace import Trace
 
@@ -78,35 +79,89 @@ PARALLEL_TICKS = 40_000
 _progress: Any = None  # in a worker process: the shared array of ticks done per controller
 
 
-def _build(name: str, policy: Policy, timezone: str) -> tuple[Controller | FixedSupply, bool]:
-    """The controller called ``name`` and whether it stops instances without a drain."""
-    if name == POLICY:
-        return PolicyController(POLICY, policy), False
+SPLIT = (POLICY, "hpa")
+"""Controllers run through the core: in parallel runs, each of their pools is its own task."""
+
+
+def _only(policy: Policy, pool: str, first: bool) -> Policy:
+    """``policy`` reduced to one pool: its rules, plus the pool-less action rules if ``first``.
+
+    Every count rule names its pool and a pool's decision reads only its own rules,
+    instances, memory and schedules, so the pools of a policy can run apart.
+    """
+    rules = tuple(r for r in policy.rules if r.pool == pool or (r.pool is None and first))
+    return policy.model_copy(update={"pools": {pool: policy.pools[pool]}, "rules": rules})
+
+
+def _build(
+    name: str, policy: Policy, timezone: str, pool: str | None = None
+) -> tuple[Controller | FixedSupply, bool]:
+    """The controller called ``name`` (on one ``pool`` only, if given) and whether it stops
+    instances without a drain."""
+    if name in SPLIT:
+        rules = policy if name == POLICY else hpa_policy(policy)
+        if pool is not None:
+            rules = _only(rules, pool, pool == next(iter(policy.pools)))
+        return PolicyController(name, rules), False
     if name == "seed-script":
         return SeedScriptController(policy, timezone), True
-    if name == "hpa":
-        return PolicyController("hpa", hpa_policy(policy)), False
     if name == "static":
         return StaticController(policy), False
     return OracleController(policy), False
 
 
 def _run_one(
-    slot: int, name: str, grid: Trace, policy: Policy, model: SimModel, timezone: str
+    slot: int,
+    name: str,
+    grid: Trace,
+    policy: Policy,
+    model: SimModel,
+    timezone: str,
+    pool: str | None = None,
+    faults: MetricFaults | None = None,
 ) -> RunResult:
-    controller, immediate = _build(name, policy, timezone)
+    controller, immediate = _build(name, policy, timezone, pool)
     report = None
     if _progress is not None:
 
         def report(done: int) -> None:
             _progress[slot] = done
 
-    return run(controller, grid, policy, model, immediate_stop=immediate, progress=report)
+    pools = None if pool is None else [pool]
+    return run(
+        controller,
+        grid,
+        policy,
+        model,
+        immediate_stop=immediate,
+        progress=report,
+        pools=pools,
+        faults=faults,
+    )
 
 
 def _init_worker(shared: Any) -> None:
     global _progress
     _progress = shared
+
+
+MAX_TICKS = 5_000_000
+"""Most controller ticks one simulation runs (two years at 15 s); more is a mistyped time."""
+
+
+def span_problem(span: float, interval: float) -> str:
+    """Why a trace covering ``span`` seconds cannot be simulated at ``interval``, or ""."""
+    if span < interval:
+        return (
+            f"its rows cover {format_duration(span)}, less than one controller interval "
+            f"({format_duration(interval)}): give rows that span at least one interval"
+        )
+    if span / interval > MAX_TICKS:
+        return (
+            f"its rows cover {format_duration(span)}, more than {MAX_TICKS:,} controller "
+            f"intervals of {format_duration(interval)} (is a timestamp mistyped?)"
+        )
+    return ""
 
 
 def simulate(
@@ -116,6 +171,7 @@ def simulate(
     compare: Sequence[str] = BASELINES,
     progress: Callable[[str, int, int], None] | None = None,
     workers: int | None = None,
+    faults: MetricFaults | None = None,
 ) -> Simulation:
     """Run the policy and each baseline over ``trace`` and score them per pool.
 
@@ -123,6 +179,9 @@ def simulate(
     each run is independent and deterministic, so the result is the one a single process
     gives. Short traces run in this process (starting workers would cost more).
     """
+    problem = span_problem(trace.end - trace.start, policy.controller.interval)
+    if problem:
+        raise InputError(f"trace {trace.name}: {problem}")
     grid = trace.resample(policy.controller.interval)
     timezone = trace.timezone or "America/New_York"
     names = [POLICY, *compare]
@@ -130,10 +189,10 @@ def simulate(
     count = workers if workers is not None else (os.cpu_count() or 1)
     runs: dict[str, RunResult] = {}
     if count > 1 and total >= PARALLEL_TICKS and len(names) > 1:
-        runs = _parallel(names, grid, policy, model, timezone, count, progress)
+        runs = _parallel(names, grid, policy, model, timezone, count, progress, faults)
     else:
         for name in names:
-            runs[name] = _run_serial(name, grid, policy, model, timezone, total, progress)
+            runs[name] = _run_serial(name, grid, policy, model, timezone, total, progress, faults)
     sim = Simulation(grid, policy, model, {name: runs[name] for name in names})
     sim.scores = {
         name: {pool: pool_run.score(grid.step) for pool, pool_run in result.pools.items()}
@@ -151,6 +210,7 @@ def _run_serial(
     timezone: str,
     total: int,
     progress: Callable[[str, int, int], None] | None,
+    faults: MetricFaults | None = None,
 ) -> RunResult:
     controller, immediate = _build(name, policy, timezone)
     report = None
@@ -159,7 +219,9 @@ def _run_serial(
         def report(done: int) -> None:
             progress(name, done, total)
 
-    return run(controller, grid, policy, model, immediate_stop=immediate, progress=report)
+    return run(
+        controller, grid, policy, model, immediate_stop=immediate, progress=report, faults=faults
+    )
 
 
 def _parallel(
@@ -170,28 +232,64 @@ def _parallel(
     timezone: str,
     workers: int,
     progress: Callable[[str, int, int], None] | None,
+    faults: MetricFaults | None = None,
 ) -> dict[str, RunResult]:
-    """Run each controller in a worker process; poll their shared tick counters for progress."""
+    """Run each controller (each pool of the policy and the HPA) in a worker process; poll
+    their shared tick counters for progress. The longest tasks go first."""
+    tasks = [
+        (name, pool)
+        for name in names
+        for pool in (list(policy.pools) if name in SPLIT and len(policy.pools) > 1 else [None])
+    ]
+    order = sorted(range(len(tasks)), key=lambda i: tasks[i][0] not in SPLIT)
     context = multiprocessing.get_context("spawn")
-    shared = context.Array("q", len(names), lock=False)
+    shared = context.Array("q", len(tasks), lock=False)
     total = len(grid.times)
+
+    def report() -> None:
+        if progress is not None:
+            for name in names:
+                slots = [i for i, task in enumerate(tasks) if task[0] == name]
+                progress(name, sum(int(shared[i]) for i in slots) // len(slots), total)
+
     with ProcessPoolExecutor(
         workers, context, initializer=_init_worker, initargs=(shared,)
-    ) as pool:
+    ) as executor:
         futures = {
-            name: pool.submit(_run_one, slot, name, grid, policy, model, timezone)
-            for slot, name in enumerate(names)
+            slot: executor.submit(
+                _run_one,
+                slot,
+                tasks[slot][0],
+                grid,
+                policy,
+                model,
+                timezone,
+                tasks[slot][1],
+                faults,
+            )
+            for slot in order
         }
         while not all(f.done() for f in futures.values()):
-            if progress is not None:
-                for slot, name in enumerate(names):
-                    progress(name, int(shared[slot]), total)
+            report()
             wait(list(futures.values()), timeout=0.2, return_when=FIRST_COMPLETED)
-        results = {name: future.result() for name, future in futures.items()}
+        parts = {slot: future.result() for slot, future in futures.items()}
+    results: dict[str, RunResult] = {}
+    for name in names:
+        runs = [parts[i] for i, task in enumerate(tasks) if task[0] == name]
+        results[name] = _merge(name, runs)
     if progress is not None:
         for name in names:
             progress(name, total, total)
     return results
+
+
+def _merge(name: str, runs: Sequence[RunResult]) -> RunResult:
+    """One run from its per-pool parts (pools in order, events in time order)."""
+    if len(runs) == 1:
+        return runs[0]
+    pools = {pool: result for run_ in runs for pool, result in run_.pools.items()}
+    events = sorted(event for run_ in runs for event in run_.events)
+    return RunResult(name, pools, events)
 
 
 __all__ = ["FIELDS", "POLICY", "Simulation", "parse_compare", "simulate"]

@@ -55,6 +55,7 @@ import numpy.typing as npt
 
 from senex_scale.errors import InputError
 from senex_scale.plugins import did_you_mean
+from senex_scale.policy.loading import read_input
 
 Array = npt.NDArray[np.float64]
 
@@ -64,6 +65,31 @@ WS_CONNECTIONS = "ws_connections"
 TASKS_PREFIX = "tasks_"
 
 _TASKS_RE = re.compile(r"tasks_[A-Za-z0-9_.\-]+")
+_NUMBER_RE = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+LATEST = 253402300799.0
+"""9999-12-31T23:59:59Z: later epoch seconds cannot be shown as a date, so they are refused."""
+
+
+def _plain(values: list[str]) -> bool:
+    """Whether numpy's float parsing may be trusted: no "1_000" and no non-ASCII digits.
+
+    Python's ``float`` (and numpy's) accept both; a CSV number is plain ASCII.
+    """
+    joined = "".join(values)
+    return "_" not in joined and joined.isascii()
+
+
+def _number(text: str) -> float:
+    """A CSV number (digits, point, exponent) or ``ValueError``; nan/inf pass (checked later)."""
+    if not _NUMBER_RE.fullmatch(text) and text.strip().lower().lstrip("+-") not in (
+        "nan",
+        "inf",
+        "infinity",
+    ):
+        raise ValueError(text)
+    return float(text)
+
+
 _TIMEZONE_RE = re.compile(r"#\s*timezone:\s*(\S+)\s*")
 
 
@@ -193,11 +219,9 @@ def read_trace(path: str | Path) -> Trace:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{source}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read: {exc}") from None
+        text = read_input(path, limit=4 << 30)  # a year at 1 s is about 2 GiB
+    except ValueError as exc:
+        raise InputError(f"{source}: {exc}") from None
     return parse_trace(text, name=path.stem, source=source)
 
 
@@ -311,7 +335,7 @@ def _split_columns(
 
 def _parse_times(values: list[str], linenos: Sequence[int], source: str) -> Array:
     try:  # epoch seconds, the fast path
-        times = np.array(values, dtype=np.float64)
+        times = np.array(values, dtype=np.float64) if _plain(values) else None
     except ValueError:
         times = None
     if times is None:
@@ -320,7 +344,7 @@ def _parse_times(values: list[str], linenos: Sequence[int], source: str) -> Arra
             if any(stamp.tzinfo is None for stamp in stamps):
                 raise ValueError("naive")
             times = np.fromiter(map(datetime.timestamp, stamps), np.float64, len(stamps))
-        except ValueError:
+        except (ValueError, OverflowError):
             times = _parse_times_slowly(values, linenos, source)
     finite = np.isfinite(times)
     if not np.all(finite):
@@ -328,6 +352,14 @@ def _parse_times(values: list[str], linenos: Sequence[int], source: str) -> Arra
         raise InputError(
             f'{source}:{linenos[index]}: column "{TIMESTAMP}": "{values[index].strip()}" '
             "is not a finite number of epoch seconds"
+        )
+    in_range = (times >= 0) & (times <= LATEST)
+    if not np.all(in_range):
+        index = int(np.flatnonzero(~in_range)[0])
+        hint = " (milliseconds? epoch seconds are about 1.8e9 today)" if times[index] > 0 else ""
+        raise InputError(
+            f'{source}:{linenos[index]}: column "{TIMESTAMP}": "{values[index].strip()}" '
+            f"is out of range: epoch seconds 0..{LATEST:.0f} (1970 to 9999){hint}"
         )
     if times.size > 1:
         steps = np.diff(times)
@@ -347,14 +379,16 @@ def _parse_times_slowly(values: list[str], linenos: Sequence[int], source: str) 
     for index, raw in enumerate(values):
         text = raw.strip()
         try:
-            times[index] = float(text)
+            times[index] = _number(text)
             continue
         except ValueError:
             pass
         where = f'{source}:{linenos[index]}: column "{TIMESTAMP}"'
         try:
             stamp = datetime.fromisoformat(text)
-        except ValueError:
+            if stamp.tzinfo is not None:
+                stamp.timestamp()  # an offset can push the year past 9999
+        except (ValueError, OverflowError):
             raise InputError(
                 f'{where}: "{text}" is neither an ISO 8601 timestamp with a UTC offset '
                 "nor epoch seconds"
@@ -367,12 +401,14 @@ def _parse_times_slowly(values: list[str], linenos: Sequence[int], source: str) 
 
 def _parse_values(values: list[str], linenos: Sequence[int], column: str, source: str) -> Array:
     try:
+        if not _plain(values):
+            raise ValueError("not plain ASCII numbers")
         array = np.array(values, dtype=np.float64)
     except ValueError:
         array = np.empty(len(values), dtype=np.float64)
         for index, raw in enumerate(values):
             try:
-                array[index] = float(raw)
+                array[index] = _number(raw)
             except ValueError:
                 text = raw.strip()
                 problem = "is empty" if not text else f'"{text}" is not a number'

@@ -163,7 +163,8 @@ def test_low_cpu_scales_in_with_a_drain(h: Harness) -> None:
     assert h.members() == {1: MemberState.READY}
     last = h.store.history(outcome="done")[0]
     assert last.direction == "in"
-    assert [s["what"] for s in last.detail["steps"]] == ["drain", "idle", "disable", "stop", "remove"]
+    steps = [s["what"] for s in last.detail["steps"]]
+    assert steps == ["drain", "idle", "disable", "stop", "remove"]
     assert h.lb.calls.index(("drain", 2)) < h.lb.calls.index(("remove", 2))
     assert ("drain", 1) not in h.lb.calls, "the busier instance stays"
 

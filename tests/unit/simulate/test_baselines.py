@@ -259,7 +259,7 @@ def test_seed_celery_starts_with_three_workers_in_the_day(policy: Policy) -> Non
 
 
 def test_hpa_policy_is_one_target_rule_per_pool(policy: Policy) -> None:
-    """Target 70 % on each pool's CPU, tolerance 0.1 both ways, average over instances."""
+    """Target 70 % CPU utilization on each pool, tolerance 0.1 both ways, the exact HPA mode."""
     hpa = hpa_policy(policy)
     assert list(hpa.pools) == list(policy.pools)
     assert len(hpa.rules) == len(policy.pools)
@@ -267,7 +267,7 @@ def test_hpa_policy_is_one_target_rule_per_pool(policy: Policy) -> None:
         assert isinstance(rule, TargetRule)
         assert rule.enabled
         assert (rule.name, rule.pool) == (f"hpa-{name}", name)
-        assert (rule.target, rule.target_type) == (70.0, "average")
+        assert (rule.target, rule.target_type, rule.mode) == (70.0, "utilization", "hpa")
         assert (rule.tolerance.scale_out, rule.tolerance.scale_in) == (0.1, 0.1)
         assert rule.metric.signal == "cpu"
     assert hpa.schedules == ()

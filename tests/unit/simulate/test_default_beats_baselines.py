@@ -13,7 +13,8 @@ the claims pinned here are exactly:
 * cost: in every pool the policy's ``instance_hours`` is at most the HPA's, and summed over
   the pools strictly less, on all four traces (closest: holiday, 120.0 against 120.9);
 * SLO: summed over the pools, the policy's ``slo_violation_minutes`` is at most the HPA's on
-  every trace (closest: news-day, 116.25 against 117.5; holiday: 0 and 0).
+  every trace (closest: news-day, 116.25 against 117.75; holiday: 0 and 0). The HPA is the
+  exact `mode = "hpa"` (it was 117.5 before that mode existed).
 """
 
 from __future__ import annotations
