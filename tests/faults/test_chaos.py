@@ -1,7 +1,14 @@
 """Chaos: at least ten scale cycles under HTTP, WebSocket and Celery load while the faults of
 the suite are injected at random (seeded: ``SENEX_CHAOS_SEED``, printed on failure). Every
-invariant holds at every sample; requests may fail only inside the window of a fault that
-takes serving members away by itself (members lost, an instance frozen)."""
+invariant holds at every sample; requests may fail, and WebSockets be cut, only inside the
+window of a fault that takes serving members away by itself (the balancer restarted without
+its servers, an instance frozen).
+
+The balancer is HAProxy: its servers change through the runtime API, with no reload. Behind
+nginx every scale action is a reload, and a WebSocket opened before it is cut without a close
+frame when the old worker's ``worker_shutdown_timeout`` runs out (measured with this test on
+nginx: 18 of 25 closes were such cuts, on an instance never scaled); that is issue 22's to fix,
+and ``docs/balancer-nginx.md`` says so."""
 
 from __future__ import annotations
 
@@ -21,12 +28,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 CYCLES = 10
 
 
-def test_chaos_scale_cycles_with_random_faults(nginx_stack: Any, kit: Any) -> None:
+def test_chaos_scale_cycles_with_random_faults(haproxy_stack: Any, kit: Any) -> None:
     """Ten scale cycles, one random fault each; invariants at every sample; users lose
     nothing outside the faults' own windows."""
     seed = int(os.environ.get("SENEX_CHAOS_SEED", "20261202"))
     rng = random.Random(seed)
-    s = nginx_stack
+    s = haproxy_stack
     policy = s.policy()
     controller = [s.run(policy=policy)]
     run = kit.start_load(s, sockets=6, rate=3.0)
@@ -41,8 +48,9 @@ def test_chaos_scale_cycles_with_random_faults(nginx_stack: Any, kit: Any) -> No
     def members_lost() -> None:
         started = time.time()
         with run.invariants.excuse(settle=1):
-            (s.front.root / "upstream.conf").write_text(kit.empty_upstream)
-            s.front.reload()
+            s.front.stop()
+            s.front.config.unlink()  # restarted from the base config: no servers
+            s.front.start()
             wait_until(
                 lambda: len(s.serving()) > 0 and s.serving() == s.running("web"),
                 20,
@@ -76,11 +84,12 @@ def test_chaos_scale_cycles_with_random_faults(nginx_stack: Any, kit: Any) -> No
         os.kill(pid, signal.SIGCONT)
         allowed.append((started, time.time() + 6))
 
-    def nginx_conf_broken() -> None:
-        good = s.front.conf.read_text()
-        s.front.conf.write_text(good + "\nnot a directive;\n")
+    def balancer_conf_broken() -> None:
+        # haproxy -c refuses the persisted config: every server change fails and rolls back
+        good = s.front.config.read_text()
+        s.front.config.write_text(good + "\nnot a keyword\n")
         time.sleep(rng.uniform(2, 4))
-        s.front.conf.write_text(good)
+        s.front.config.write_text(good)
 
     def task_burst() -> None:
         run.tasks.send(rng.randint(40, 120))
@@ -91,7 +100,7 @@ def test_chaos_scale_cycles_with_random_faults(nginx_stack: Any, kit: Any) -> No
         controller_killed,
         invalid_policy,
         frozen,
-        nginx_conf_broken,
+        balancer_conf_broken,
         task_burst,
     ]
     try:
