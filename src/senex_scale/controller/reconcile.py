@@ -17,7 +17,8 @@
                                              has stayed unhealthy for start_timeout (the
                                              audit log says so)
         member draining, scale-in cut short (takeover only) -> waited, disabled, stopped, removed
-        member failing its health probes (probe.py)          -> drained (not the last healthy)
+        member failing its health probes (probe.py)          -> drained (one at a time per
+                                                                pool, never the last healthy)
         member drained for its health, probes pass again     -> added back
 
 Every repair is a "reconcile" row in the audit log with one reason per change, and a
@@ -163,9 +164,10 @@ class Reconciler:
         running: set[int],
         taken_out: set[int],
     ) -> list[str]:
-        """Sick serving members out of service; recovered ones back (see probe.py). Never
-        takes out the last member that passes its probes: if every one fails, the cause is
-        shared (a database down) and taking them out would only turn slow into down."""
+        """Sick serving members out of service; recovered ones back (see probe.py). At most one
+        member of a pool is out for its health at a time, and never the last one that passes
+        its probes: if many fail, the cause is shared (overload, a database down) and taking
+        them out would only turn slow into down."""
         ctx = self.ctx
         if self.prober is None or handle.balancer is None:
             return []
@@ -184,6 +186,11 @@ class Reconciler:
                 continue
             if not serving:
                 ctx.log.warning("every member fails its health probe: left in service", pool=name)
+                break
+            if taken_out & set(members):
+                # one at a time: under overload every probe gets slow, and taking members out
+                # one after another would pile their load on the rest (a cascade)
+                ctx.log.warning("another member is out for its health already", pool=name, n=n)
                 break
             ctx.guard()
             handle.balancer.drain(n)

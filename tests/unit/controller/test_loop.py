@@ -424,6 +424,18 @@ def test_when_every_member_fails_its_probe_none_is_taken_out(h: Harness) -> None
     assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
 
 
+def test_members_failing_probes_are_taken_out_one_at_a_time(tmp_path: Path) -> None:
+    """Two of three members fail their probes (overload makes every probe slow): only one is
+    taken out, so the load of both does not pile onto the last one."""
+    h = Harness(tmp_path, running={1, 2, 3})
+    h.ticks(1, cpu=50)
+    h.unhealthy = {2, 3}
+    h.ticks(4)
+    states = h.members()
+    assert sorted(states.values()).count(MemberState.DRAINING) == 1, states
+    assert states[1] is MemberState.READY
+
+
 def test_a_journal_entry_left_running_is_closed_live(h: Harness) -> None:
     """A journal entry "running" with no job in flight (a crashed job) is closed as
     interrupted at the next tick, not only at the next start."""
