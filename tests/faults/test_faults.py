@@ -383,7 +383,8 @@ def test_a_frozen_instance_is_taken_out_and_back(nginx_stack: Any, kit: Any) -> 
         wait_until(lambda: frozen not in s.serving(), 30, "taken out\n" + s.log_tail())
         out = time.time()
         assert frozen in s.running("web"), "alive: not stopped"
-        assert s.seen(proc, event="reconciled")
+        # the drain is done before the repair writes its note and log line
+        wait_until(lambda: s.seen(proc, event="reconciled"), 10, "the repair's log line")
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: _at(s, n), 30, "back in service\n" + s.log_tail())
