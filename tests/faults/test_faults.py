@@ -162,8 +162,12 @@ def test_haproxy_restarted_without_its_servers_is_repaired_live(
     back = time.time()
     assert back - lost < 15
     assert s.seen(proc, event="drift")
-    notes = [n for r in s.history() if r.kind == "reconcile" for n in r.reasons]
-    assert sum("running but not in the balancer: healthy: added" in x for x in notes) == n
+
+    def added() -> int:
+        notes = [x for r in s.history() if r.kind == "reconcile" for x in r.reasons]
+        return sum("running but not in the balancer: healthy: added" in x for x in notes)
+
+    wait_until(lambda: added() == n, 10, "the repair's notes")  # written after the adds
     s.gauge.value = 10
     wait_until(lambda: _at(s, 1), 60, "web back at 1\n" + s.log_tail())
     run.finish(allowed=[(lost, back + 1)])
@@ -224,7 +228,7 @@ def test_sigkill_mid_scale_in_then_restart_finishes_the_drain(nginx_stack: Any, 
     assert len(s.serving()) < len(s.running("web")), "an instance was left drained"
     second = s.run(policy=s.policy(drain="6s"))
     wait_until(lambda: _at(s, 1), 60, "the drain finished\n" + s.log_tail())
-    assert s.seen(second, event="reconciled")
+    wait_until(lambda: s.seen(second, event="reconciled"), 10, "the repair's log line")
     run.finish()
 
 
