@@ -206,7 +206,7 @@ def test_settings_errors_name_the_field() -> None:
     with pytest.raises(PolicyError) as info:
         ScrapeSource("scrape", {"path": "metrics", "scheme": "ftp", "instances": [0]})
     assert info.value.problems == [
-        "sources.scrape.scheme: \"ftp\": Input should be 'http' or 'https'",
+        'sources.scrape.scheme: "ftp": expected one of "http", "https"',
         'sources.scrape.path: "metrics" is not a path; it must start with "/"',
         "sources.scrape.instances: instance numbers start at 1",
     ]
