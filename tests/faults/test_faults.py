@@ -374,7 +374,7 @@ def test_redis_lock_server_restart_steps_down_then_leads_with_a_new_fence(
 
 def test_a_frozen_instance_is_taken_out_and_back(nginx_stack: Any, kit: Any) -> None:
     """SIGSTOP one web instance (alive, not answering): it is taken out of service after
-    two failed probes; requests fail only on it until then; SIGCONT puts it back."""
+    three failed probes; requests fail only on it until then; SIGCONT puts it back."""
     s = nginx_stack
     proc = s.run()
     run = kit.start_load(s, sockets=4)

@@ -39,8 +39,8 @@ class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.push()
 
     async def push(self) -> None:
-        positions = await database_sync_to_async(services.positions_of)(self.user_id)
-        trades = await database_sync_to_async(services.latest_trades_of)(self.user_id, 5)
+        # one hop to Django's single sync thread for both reads (every hop queues there)
+        positions, trades = await database_sync_to_async(services.push_state)(self.user_id)
         # which instance answers: the load generator tells drained closes from early ones
         server = self.scope.get("server") or (None, None)
         await self.send_json(

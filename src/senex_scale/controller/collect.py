@@ -79,8 +79,8 @@ def ingest(ctx: Context, readings: list[Reading]) -> tuple[dict[str, str], dict[
 
 
 def list_instances(ctx: Context, prober: Prober | None = None) -> Listing:
-    """Core instances per pool from its runtime and balancer; members failing their health
-    probes are not capacity (the core sees them draining)."""
+    """Core instances per pool from its runtime and balancer, and the drift between them
+    (members failing their health probes among it)."""
     listing = Listing()
     taken_out = ctx.store.get("sick", {})
     for name, handle in ctx.pools.items():
@@ -96,7 +96,10 @@ def list_instances(ctx: Context, prober: Prober | None = None) -> Listing:
             listing.instances[name] = []
             continue
         sick = prober.sick(name) if prober is not None and members is not None else set()
-        listing.instances[name] = core_instances(units, members, sick)
+        # a sick member stops counting once the repair has taken it out (then it is not
+        # READY in the balancer); never before, so that when every probe fails at once
+        # (overload) the core does not see a pool of 0 and start a crowd of new instances
+        listing.instances[name] = core_instances(units, members)
         if members is not None:
             drift = drift_of(units, members)
             drift.sick = sorted(
@@ -111,12 +114,10 @@ def list_instances(ctx: Context, prober: Prober | None = None) -> Listing:
 
 
 def core_instances(
-    units: list[RuntimeInstance],
-    members: dict[int, Member] | None,
-    sick: set[int] | frozenset[int] = frozenset(),
+    units: list[RuntimeInstance], members: dict[int, Member] | None
 ) -> list[Instance]:
     """Running instances as the core counts them: ready (serving), starting (not in the
-    balancer yet) or draining (in the balancer, taking no new work; or failing its probes)."""
+    balancer yet) or draining (in the balancer, taking no new work, e.g. out for its health)."""
     items = []
     for unit in units:
         if unit.state not in (UnitState.RUNNING, UnitState.STARTING):
@@ -128,7 +129,7 @@ def core_instances(
             member = members.get(unit.n)
             if member is None:
                 state = InstanceState.STARTING
-            elif member.state is not MemberState.READY or unit.n in sick:
+            elif member.state is not MemberState.READY:
                 state = InstanceState.DRAINING
         items.append(Instance(str(unit.n), state, unit.started_at))
     return items

@@ -5,9 +5,10 @@ blocked): the runtime says "running" and nginx, which only checks passively, kee
 requests. So each web pool's members are probed (``GET /health/``, all at once, a short
 timeout) on a thread of their own, never on the tick; the tick reads the results::
 
-    member READY, SICK_AFTER probes failed in a row   -> sick: not capacity (the core may
-                                                         scale out a replacement); a repair
-                                                         takes it out of service (drain)
+    member READY, SICK_AFTER probes failed in a row   -> sick: a repair takes it out of
+                                                         service (drain); from then on it is
+                                                         not capacity (the core may scale out
+                                                         a replacement)
     member taken out for its health, probes pass again -> a repair puts it back (add)
 
 Why not the balancer's own checks: HAProxy has them, nginx open source has only passive
@@ -25,8 +26,9 @@ from senex_scale.controller.context import Context
 from senex_scale.errors import SenexError
 from senex_scale.runtimes.base import instance_address, probe_health
 
-SICK_AFTER = 2
-"""Failed probes in a row before a member counts as sick (one timeout is not a verdict)."""
+SICK_AFTER = 3
+"""Failed probes in a row before a member counts as sick (a timeout or two under load is not
+a verdict)."""
 
 
 @dataclass

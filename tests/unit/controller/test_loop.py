@@ -397,12 +397,13 @@ def test_an_unhealthy_lost_instance_is_stopped_only_after_start_timeout(h: Harne
 
 
 def test_a_frozen_member_is_taken_out_of_service_and_back_when_it_recovers(h: Harness) -> None:
-    """A member whose process lives but fails its health probe twice in a row is drained
-    (not capacity: a replacement may start); once it passes again it is added back."""
+    """A member whose process lives but fails its health probe three times in a row is
+    drained (then not capacity: a replacement may start); once it passes again it is added
+    back."""
     h.ticks(3, cpu=90)
     assert h.members() == {1: MemberState.READY, 2: MemberState.READY}
     h.unhealthy = {2}
-    reports = h.ticks(3, cpu=50)
+    reports = h.ticks(4, cpu=50)
     assert h.members() == {1: MemberState.READY, 2: MemberState.DRAINING}
     assert h.runtime.running == {1, 2}, "alive, so not stopped"
     assert any("web@2: failing its health probe" in n for n in h.reconciled())
