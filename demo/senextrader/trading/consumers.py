@@ -1,10 +1,8 @@
 """Pushes a user's positions to their WebSocket clients when they change.
 
-On connect the client gets its positions and latest trades; after each trade it gets them
-again. The connection starts with the pin of the HTTP client that opened it (the pin cookie,
-read by ``PinScopeMiddleware``); the update message carries the writer's read-your-writes
-pin, which the consumer adopts before reading, so it never pushes a state from before the
-trade. Positions come through the versioned cache, the trades straight from the database.
+On connect the client gets its positions; after each trade it gets them again. The update
+message carries the writer's read-your-writes pin, which the consumer adopts before reading,
+so it never pushes the positions from before the trade.
 """
 
 from __future__ import annotations
@@ -39,10 +37,7 @@ class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.push()
 
     async def push(self) -> None:
-        # one hop to Django's single sync thread for both reads (every hop queues there)
-        positions, trades = await database_sync_to_async(services.push_state)(self.user_id)
+        positions = await database_sync_to_async(services.positions_of)(self.user_id)
         # which instance answers: the load generator tells drained closes from early ones
         server = self.scope.get("server") or (None, None)
-        await self.send_json(
-            {"type": "positions", "positions": positions, "trades": trades, "port": server[1]}
-        )
+        await self.send_json({"type": "positions", "positions": positions, "port": server[1]})
