@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import websockets.exceptions
 from websockets.sync.client import connect as ws_connect
 
 from senex_scale import lab
+from senex_scale.lab.gauge import LoadGauge
 from senex_scale.lab.haproxy import haproxy_binary, http_proxy
 from senex_scale.lab.nginx import nginx_binary, proxy_http
 from senex_scale.store import open_store
@@ -154,39 +154,6 @@ upstream senex_web {
     server 127.0.0.1:9 down;
 }
 """
-
-
-class LoadGauge:
-    """``/metrics`` with ``senex_test_load VALUE`` (or ``raw`` text), scraped by Prometheus."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.raw: str | None = None
-        gauge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                text = gauge.raw
-                if text is None:
-                    text = f"# TYPE senex_test_load gauge\nsenex_test_load {gauge.value}\n"
-                body = text.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --------------------------------------------------------------------------- load

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import psutil
 import pytest
 
 from senex_scale.lab import Nginx, Prometheus, Redis, Supervisord, free_port_range, static_job
+from senex_scale.lab.gauge import LoadGauge
 from senex_scale.lab.nginx import proxy_http
 from senex_scale.testing import wait_until
 
@@ -98,35 +98,6 @@ upstream senex_web {
     server 127.0.0.1:9 down;
 }
 """
-
-
-class LoadGauge:
-    """``/metrics`` with ``senex_test_load VALUE``, scraped by Prometheus."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        gauge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = f"# TYPE senex_test_load gauge\nsenex_test_load {gauge.value}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
