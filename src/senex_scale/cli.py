@@ -85,12 +85,20 @@ def validate(
     The drivers' tables (``sources.*``, each pool's ``runtime`` and ``balancer``) are checked
     with the drivers' own settings models; nothing is connected to.
     """
+    from senex_scale.balancers.base import balancer_problems
     from senex_scale.errors import PolicyError
     from senex_scale.policy import load_policy
     from senex_scale.settings import driver_problems
 
     try:
         loaded = load_policy(policy, checks=(driver_problems,))
+        problems = [
+            problem
+            for name, pool in loaded.pools.items()
+            for problem in balancer_problems(name, pool, loaded.hosts)
+        ]
+        if problems:
+            raise PolicyError(str(policy), problems)
     except PolicyError as exc:
         if json_out:
             print(
@@ -790,6 +798,42 @@ def status(
         return
     _print_table(status_view(doc, recent, time.time(), controllers))
     if not doc:
+        raise typer.Exit(1)
+
+
+@app.command()
+def hosts(
+    policy: PolicyOption = "default",
+    json_out: JsonFlag = False,
+) -> None:
+    """Check every host of the policy now: reachable or not (through its own transport), the
+    pools' instances on it, the last error. Exit 1 if a host cannot be reached or listed."""
+    from senex_scale.ops.hosts import check_hosts
+    from senex_scale.policy import load_policy
+
+    loaded = load_policy(policy)
+    rows = check_hosts(loaded)
+    if json_out:
+        print(json.dumps({"hosts": rows}, indent=2))
+    elif not rows:
+        out.print("no [hosts] in this policy: every pool runs where its runtime says", markup=False)
+    else:
+        table = Table(title="Hosts", title_justify="left")
+        for column in ("host", "address", "transport", "reachable", "ms", "instances", "error"):
+            table.add_column(column, justify="right" if column == "ms" else "left")
+        for row in rows:
+            instances = "; ".join(f"{p} {ns}" for p, ns in row["pools"].items()) or "-"
+            table.add_row(
+                row["host"],
+                row["address"],
+                row["transport"],
+                "yes" if row["reachable"] else "[red]no[/red]",
+                "-" if row["ms"] is None else str(row["ms"]),
+                instances,
+                row["error"] or "",
+            )
+        _print_table(table)
+    if any(not row["reachable"] or row["error"] for row in rows):
         raise typer.Exit(1)
 
 

@@ -2,12 +2,21 @@
 
 Settings (``[pools.NAME] balancer = {type = "haproxy", ...}``)::
 
-    socket          the admin socket: a path (``stats socket ... level admin``), or ``host:port``
-                    for a TCP stats socket
+    socket          the admin socket, always reached from the controller's machine: a path
+                    (``stats socket ... level admin``; or an ssh-forwarded socket), or
+                    ``host:port`` for a TCP stats socket (HAProxy on another host: bind it to a
+                    private address, it has no authentication)
     backend         the backend that holds the pool's servers (required)
     config          the config file holding that backend; when set, every change is written to
                     its ``server`` lines so a reload or restart keeps the servers (optional)
-    haproxy         the binary used for ``haproxy -c`` (default "haproxy")
+    host            a name of ``[hosts]``: HAProxy's host. ``config`` is a file there (an
+                    absolute path), read, written and checked (``haproxy -c``) through the
+                    host's transport (optional: this machine)
+    per_host        true: one HAProxy on each of the pool's ``hosts``, each holding that host's
+                    instances (``balancers.perhost``); ``{host}`` and ``{address}`` in the
+                    settings are each host's name and address, e.g.
+                    ``socket = "{address}:9999"`` (default false)
+    haproxy         the binary used for ``haproxy -c`` (where the config is; default "haproxy")
     timeout         socket timeout, and how long ``remove`` retries ``del server`` (default 2s)
     server_prefix   servers are named ``{prefix}-{n}`` (default: the pool name)
     check           add servers with ``check`` and enable their health checks (default true)
@@ -41,7 +50,10 @@ persistent clients) and a server in maintenance with ``disabled``.
 Persistence never half-applies a change: the new config is written next to the old one and
 checked with ``haproxy -c`` first (a failed check is a ``PermanentError`` and changes nothing),
 then the runtime change is made, and only then is the checked file renamed over the config.
-Only the ``server`` lines named ``{prefix}-{n}`` of the backend are touched.
+Only the ``server`` lines named ``{prefix}-{n}`` of the backend are touched. With ``host`` the
+same steps run on that host (``cat``, ``mktemp``, ``haproxy -c -f TMP``, ``mv -f TMP
+FILE``: ``balancers.files``); errors then name the host. A failed check quotes HAProxy's
+alerts (``haproxy -c`` without ``-q``, which would silence them).
 
 Errors: socket missing, refused or timing out is a ``TemporaryError``; HAProxy answering an
 error ("No such backend.") is a ``PermanentError`` carrying its message. Adding a server that
@@ -51,22 +63,20 @@ already exists at the same address is not an error (it is put back into service)
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from senex_scale.balancers.base import Member, MemberState
-from senex_scale.errors import PermanentError, TemporaryError
-from senex_scale.policy.models import Pool
+from senex_scale.balancers.base import Member, MemberState, refuse_per_host
+from senex_scale.balancers.files import NotRunnableError, files_on, write_checked
+from senex_scale.errors import PermanentError, SenexError, TemporaryError
+from senex_scale.policy.models import Host, Pool
 from senex_scale.settings import Settings, Timeout, parse_settings
 
 # Admin state bits of ``show servers state`` (HAProxy's enum srv_admin).
@@ -79,6 +89,12 @@ ADMIN_RMAINT = 0x20
 ADMIN_MAINT = ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_CMAINT | ADMIN_RMAINT
 ADMIN_DRAIN = ADMIN_FDRAIN | ADMIN_IDRAIN
 OP_STOPPED = 0
+
+CHECK_TIMEOUT = 30.0
+"""Bound on ``haproxy -c`` (a config with many certificates takes a while to load)."""
+
+_CHECK_PREFIX = re.compile(r"^(\[[A-Z]+\])\s+\(\d+\)\s*:\s*")
+"""``[ALERT]    (18300) : `` before each line of ``haproxy -c``: kept as ``[ALERT] ``."""
 
 COOKIE_REFUSED = "'cookie' option is not accepted for dynamic server"
 """HAProxy 2.6's answer to ``add server ... cookie NAME``."""
@@ -134,13 +150,25 @@ class HAProxySettings(Settings):
 
     socket: Annotated[str, AfterValidator(_not_empty)]
     backend: HAProxyName
+    host: Annotated[str, AfterValidator(_not_empty)] | None = None
+    """A name of ``[hosts]``: ``config`` is on that host (checked against [hosts] at build)."""
     config: Path | None = None
+    per_host: bool = False
+    """One HAProxy per host of the pool (``build_balancer`` makes a ``PerHostBalancer``)."""
     haproxy: Annotated[str, AfterValidator(_not_empty)] = "haproxy"
     timeout: Timeout = 2.0
     server_prefix: HAProxyName | None = None
     check: bool = True
     cookie: bool = True
     server_options: Annotated[str, AfterValidator(_options)] = Field(default="")
+
+    @field_validator("config")
+    @classmethod
+    def _absolute_on_a_host(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        host = info.data.get("host")
+        if value is not None and host is not None and not value.is_absolute():
+            raise ValueError(f'"{value}" must be an absolute path (it is on host {host})')
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +224,19 @@ def split_address(address: str) -> tuple[str, int]:
 class HAProxyBalancer:
     """One backend of one HAProxy; see the module docstring."""
 
-    def __init__(self, pool_name: str, pool: Pool, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        pool_name: str,
+        pool: Pool,
+        options: dict[str, Any],
+        *,
+        hosts: Mapping[str, Host] | None = None,
+    ) -> None:
         self.pool = pool_name
         self.settings = s = parse_haproxy_settings(pool_name, options)
+        refuse_per_host(pool_name, s.per_host)
+        self.files = files_on(pool_name, s.host, hosts)
+        """Where ``config`` is read, written and checked (this machine or ``host``)."""
         self.backend = s.backend
         self.prefix = s.server_prefix or pool_name
         self._cookie_at_runtime = s.cookie
@@ -450,56 +488,48 @@ class HAProxyBalancer:
         if path is None:
             yield
             return
-        try:
-            old = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PermanentError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        new = replace_server_line(old, self.backend, name, line, path)
+        files = self.files
+        old = files.read(path)
+        if old is None:
+            raise PermanentError(f"{files.show(path)}: cannot read: no such file")
+        new = replace_server_line(old, self.backend, name, line, files.show(path))
         if new == old:
             yield
             return
-        tmp = self._write_checked(path, new)
+        tmp = write_checked(files, path, new, lambda tmp: self._check(tmp, path))
         try:
             yield
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(SenexError):
+                files.remove(tmp)
             raise
         try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise PermanentError(f"{path}: cannot replace: {exc.strerror or exc}") from None
-
-    def _write_checked(self, path: Path, text: str) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".senex", dir=path.parent)
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            st = path.stat()
-            os.chmod(tmp, st.st_mode & 0o7777)
-            with contextlib.suppress(PermissionError):
-                os.chown(tmp, st.st_uid, st.st_gid)
-            self._check(tmp, path)
+            files.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(SenexError):
+                files.remove(tmp)
             raise
-        return tmp
 
     def _check(self, tmp: Path, path: Path) -> None:
-        argv = [self.settings.haproxy, "-c", "-q", "-f", str(tmp)]
+        """``haproxy -c -f TMP`` where the config is; a failure names the file (and host)."""
+        # not -q: it silences the alerts that say what is wrong too
+        argv = [self.settings.haproxy, "-c", "-f", str(tmp)]
+        shown = self.files.show(path)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        except FileNotFoundError:
-            raise PermanentError(f"{self.settings.haproxy}: not found (balancer.haproxy)") from None
-        except subprocess.TimeoutExpired:
-            raise TemporaryError(f"{self.settings.haproxy} -c: no answer within 30s") from None
+            done = self.files.run(argv, CHECK_TIMEOUT)
+        except NotRunnableError as exc:
+            raise PermanentError(f"{exc} (balancer.haproxy)") from None
+        except TemporaryError as exc:
+            raise TemporaryError(f"{shown}: haproxy -c: {exc}") from None
         if done.returncode != 0:
-            output = (done.stderr + done.stdout).strip().replace(str(tmp), str(path))
-            tail = "\n".join(output.splitlines()[-10:])
-            raise PermanentError(f"{path}: the new config fails haproxy -c; unchanged:\n{tail}")
+            output = (done.stderr + done.stdout).replace(str(tmp), str(path))
+            lines = [
+                _CHECK_PREFIX.sub(r"\1 ", line).strip()
+                for line in output.splitlines()
+                if line.strip() and "[NOTICE]" not in line
+            ]
+            tail = "\n".join(lines[-10:]) or f"exit status {done.returncode}"
+            raise PermanentError(f"{shown}: the new config fails haproxy -c; unchanged:\n{tail}")
 
 
 def replace_server_line(text: str, backend: str, name: str, line: str | None, path: Any) -> str:

@@ -5,6 +5,12 @@ Settings (``[pools.NAME] balancer = { type = "nginx", ... }``)::
     upstream        the upstream's name (required), e.g. "django_backend"
     file            the include file holding just that ``upstream NAME { ... }`` block (required);
                     the main config includes it, this balancer owns it
+    host            a name of ``[hosts]``: nginx's host. ``file`` is written there and ``nginx
+                    -t``, ``nginx -s reload`` run there, through the host's transport; the
+                    paths are that host's (absolute). Optional: this machine
+    per_host        true: one nginx on each of the pool's ``hosts``, its upstream holding that
+                    host's instances (``balancers.perhost``); ``{host}`` and ``{address}`` in
+                    the settings are each host's name and address (default false)
     nginx           the binary (default "nginx")
     conf            main config for ``nginx -t -c`` and ``nginx -s reload -c``
                     (default /etc/nginx/nginx.conf)
@@ -27,11 +33,14 @@ after the reload. ``down`` is reported as ``MemberState.DRAINING``; ``remove`` d
 nginx rejects an upstream without servers, so an empty pool is written as a placeholder
 ``server 127.0.0.1:9 down;`` (never reported as a member): every request then gets a 502.
 
-Every change renders the whole block, replaces the file atomically (same mode and owner), runs
-``nginx -t`` and then ``nginx -s reload``. If either fails the previous file is put back byte
-for byte (or removed, if there was none) and ``PermanentError`` (the test failed: nginx's
-message included) or ``TemporaryError`` (the reload failed, e.g. nginx is not running) is
-raised. Changes hold ``fcntl.flock`` on ``FILE.lock`` so two controllers cannot interleave.
+Every change renders the whole block, replaces the file atomically (same mode and owner; the
+old file kept under a second name, a hard link), runs ``nginx -t`` and then ``nginx -s
+reload``. If either fails the previous file is put back byte for byte (or removed, if there
+was none) and ``PermanentError`` (the test failed: nginx's message included) or
+``TemporaryError`` (the reload failed, e.g. nginx is not running) is raised. Changes hold
+``fcntl.flock`` on ``FILE.lock`` so two controllers cannot interleave. With ``host`` every
+step is a command on that host (``balancers.files``) and the lock is this process's only:
+two controllers are kept apart by the controller's leader lock.
 ``connections(n)`` is always None: nginx open source does not count per upstream server.
 """
 
@@ -42,19 +51,19 @@ import errno
 import fcntl
 import os
 import re
-import subprocess
-import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from senex_scale.balancers.base import Member, MemberState
-from senex_scale.errors import PermanentError, TemporaryError
-from senex_scale.policy.models import Pool
+from senex_scale.balancers.base import Member, MemberState, refuse_per_host
+from senex_scale.balancers.files import NotRunnableError, files_on
+from senex_scale.errors import PermanentError, SenexError, TemporaryError
+from senex_scale.policy.models import Host, Pool
 from senex_scale.settings import Settings, Timeout, parse_settings
 
 PLACEHOLDER = "127.0.0.1:9"
@@ -88,6 +97,10 @@ class NginxSettings(Settings):
     """``[pools.NAME] balancer = { type = "nginx", ... }``."""
 
     upstream: Annotated[str, AfterValidator(_upstream_name)]
+    host: str | None = Field(default=None, min_length=1)
+    """A name of ``[hosts]``: nginx and ``file`` are on that host (checked at build)."""
+    per_host: bool = False
+    """One nginx per host of the pool (``build_balancer`` makes a ``PerHostBalancer``)."""
     file: Path
     nginx: str = Field(default="nginx", min_length=1)
     conf: Path = Path("/etc/nginx/nginx.conf")
@@ -97,6 +110,14 @@ class NginxSettings(Settings):
     fail_timeout: Annotated[str | int, AfterValidator(_nginx_time)] = "30s"
     keepalive: int = Field(default=32, ge=0)
     reload_timeout: Timeout = 10.0
+
+    @field_validator("file", "conf", "prefix")
+    @classmethod
+    def _absolute_on_a_host(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        host = info.data.get("host")
+        if value is not None and host is not None and not value.is_absolute():
+            raise ValueError(f'"{value}" must be an absolute path (it is on host {host})')
+        return value
 
 
 def parse_balancer_settings(pool_name: str, options: dict[str, Any]) -> NginxSettings:
@@ -114,10 +135,20 @@ class _Server:
 class NginxBalancer:
     """One pool's members as the servers of an nginx upstream in an include file."""
 
-    def __init__(self, pool_name: str, pool: Pool, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        pool_name: str,
+        pool: Pool,
+        options: dict[str, Any],
+        *,
+        hosts: Mapping[str, Host] | None = None,
+    ) -> None:
         self.pool = pool_name
         self._pool = pool
         self.settings = parse_balancer_settings(pool_name, options)
+        refuse_per_host(pool_name, self.settings.per_host)
+        self.files = files_on(pool_name, self.settings.host, hosts)
+        """Where ``file`` is and nginx runs (this machine or ``host``)."""
         self.file = self.settings.file
         self.lock_file = self.file.with_name(self.file.name + ".lock")
 
@@ -209,13 +240,8 @@ class NginxBalancer:
     # ------------------------------------------------------------------ parsing
 
     def _read(self) -> list[_Server]:
-        try:
-            text = self.file.read_text()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise TemporaryError(f"cannot read {self.file}: {exc.strerror}") from None
-        return self._parse(text)
+        text = self.files.read(self.file)
+        return [] if text is None else self._parse(text)
 
     def _parse(self, text: str) -> list[_Server]:
         servers: dict[int, _Server] = {}
@@ -223,7 +249,7 @@ class NginxBalancer:
         seen_upstream = False
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
-            where = f"{self.file}:{number}"
+            where = f"{self.file}:{number}{self._on}"
             if not line:
                 continue
             if line.startswith("#"):
@@ -264,7 +290,9 @@ class NginxBalancer:
                 f"the upstream block it manages (move other directives elsewhere)"
             )
         if servers and not seen_upstream:
-            raise PermanentError(f"{self.file}: no upstream {self.settings.upstream} block")
+            raise PermanentError(
+                f"{self.files.show(self.file)}: no upstream {self.settings.upstream} block"
+            )
         return sorted(servers.values(), key=lambda x: x.n)
 
     def _adopt(self, address: str, where: str) -> int:
@@ -287,9 +315,27 @@ class NginxBalancer:
 
     # ------------------------------------------------------------------ applying
 
+    @property
+    def _on(self) -> str:
+        """For messages: `` on host NAME``, or nothing on this machine."""
+        return "" if self.files.host is None else f" on host {self.files.host}"
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold ``FILE.lock`` exclusively (waiting up to ``reload_timeout``)."""
+        """Hold ``FILE.lock`` exclusively (waiting up to ``reload_timeout``); on a host, this
+        process's lock for that host's file."""
+        if self.files.host is not None:
+            lock = _host_lock(self.files.show(self.file))
+            if not lock.acquire(timeout=self.settings.reload_timeout):
+                raise TemporaryError(
+                    f"{self.files.show(self.file)} is being changed by another thread for "
+                    f"longer than {self.settings.reload_timeout:g}s"
+                )
+            try:
+                yield
+            finally:
+                lock.release()
+            return
         try:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -315,72 +361,70 @@ class NginxBalancer:
 
     def _apply(self, servers: list[_Server], what: str) -> None:
         """Write the block for ``servers``, test and reload; roll back on any failure."""
-        try:
-            previous: bytes | None = self.file.read_bytes()
-        except FileNotFoundError:
-            previous = None
-        new = self._render(servers).encode()
+        files = self.files
+        previous = files.read(self.file)
+        new = self._render(servers)
         if new == previous:
             return
-        self._write(new, previous_exists=previous is not None)
+        backup = self._write(new, previous_exists=previous is not None)
         try:
             self._nginx("-t", "-q")
         except _CommandError as exc:
-            self._restore(previous)
+            rolled_back = self._restore(backup)
             error = TemporaryError if exc.temporary else PermanentError
             raise error(
-                f"nginx -t failed for upstream {self.settings.upstream} after {what}; "
-                f"{self._rolled_back(previous)}: {exc.output}"
+                f"nginx -t failed for upstream {self.settings.upstream}{self._on} after {what}; "
+                f"{rolled_back}: {exc.output}"
             ) from None
         except BaseException:
-            self._restore(previous)
+            self._restore(backup)
             raise
         try:
             self._nginx("-s", "reload")
         except _CommandError as exc:
-            self._restore(previous)
+            rolled_back = self._restore(backup)
             raise TemporaryError(
-                f"nginx reload failed after {what} in upstream {self.settings.upstream} "
-                f"(is nginx running?); {self._rolled_back(previous)}: {exc.output}"
+                f"nginx reload failed after {what} in upstream {self.settings.upstream}"
+                f"{self._on} (is nginx running?); {rolled_back}: {exc.output}"
             ) from None
         except BaseException:
-            self._restore(previous)
+            self._restore(backup)
             raise
+        if backup is not None:
+            with contextlib.suppress(SenexError):
+                files.remove(backup)
 
-    def _write(self, data: bytes, *, previous_exists: bool) -> None:
-        """Replace the file atomically: a temp file beside it, same mode and owner, rename."""
-        directory = self.file.parent
+    def _write(self, text: str, *, previous_exists: bool) -> Path | None:
+        """Replace the file atomically (a temp file beside it, same mode and owner, renamed
+        over it); the old file is kept under a second name, returned (None: there was none)."""
+        files = self.files
+        tmp = files.write_temp(self.file, text)
+        backup = None
         try:
-            st = os.stat(self.file) if previous_exists else None
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.file.name}.", dir=directory)
-        except OSError as exc:
-            raise PermanentError(f"cannot write in {directory}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, (st.st_mode & 0o7777) if st else 0o644)
-            if st is not None:
-                with contextlib.suppress(PermissionError):
-                    os.chown(tmp, st.st_uid, st.st_gid)
-            os.replace(tmp, self.file)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise PermanentError(f"cannot write {self.file}: {exc.strerror}") from None
+            if previous_exists:
+                backup = files.backup(self.file)
+            files.replace(tmp, self.file)
+        except BaseException:
+            for leftover in (tmp, backup):
+                if leftover is not None:
+                    with contextlib.suppress(SenexError):
+                        files.remove(leftover)
+            raise
+        return backup
 
-    def _rolled_back(self, previous: bytes | None) -> str:
-        if previous is None:
-            return f"{self.file} removed again"
+    def _restore(self, backup: Path | None) -> str:
+        """Put the file kept by ``_write`` back (or remove the new one: there was none); what
+        happened, for the error message (a rollback that fails, e.g. the host stopped
+        answering, says where the previous file is kept)."""
+        try:
+            if backup is None:
+                self.files.remove(self.file)
+                return f"{self.file} removed again"
+            self.files.replace(backup, self.file)
+        except SenexError as exc:
+            kept = f"; the previous file is {backup}" if backup is not None else ""
+            return f"NOT rolled back ({exc}){kept}"
         return f"previous {self.file} restored"
-
-    def _restore(self, previous: bytes | None) -> None:
-        if previous is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.file.unlink()
-            return
-        self._write(previous, previous_exists=True)
 
     def _nginx(self, *args: str) -> None:
         s = self.settings
@@ -388,16 +432,13 @@ class NginxBalancer:
         if s.prefix is not None:
             argv += ["-p", str(s.prefix)]
         try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=s.reload_timeout, check=False
-            )
-        except FileNotFoundError:
-            raise _CommandError(f"{s.nginx}: no such program") from None
-        except PermissionError:
-            raise _CommandError(f"{s.nginx}: not executable") from None
-        except subprocess.TimeoutExpired:
-            took = f"{' '.join(argv)} timed out after {s.reload_timeout:g}s"
-            raise _CommandError(took, temporary=True) from None
+            done = self.files.run(argv, s.reload_timeout)
+        except NotRunnableError as exc:
+            raise _CommandError(str(exc)) from None
+        except TemporaryError as exc:
+            raise _CommandError(str(exc), temporary=True) from None
+        except PermanentError as exc:
+            raise _CommandError(str(exc)) from None
         if done.returncode != 0:
             output = _clean(done.stderr) or _clean(done.stdout) or f"exit {done.returncode}"
             raise _CommandError(output)
@@ -410,6 +451,16 @@ def _clean(output: str) -> str:
     """nginx's messages without timestamps, pids and ``[notice]`` lines, joined by "; "."""
     lines = [_LOG_PREFIX.sub(r"\1 ", line).strip() for line in output.splitlines()]
     return "; ".join(line for line in lines if line and not line.startswith("[notice]"))
+
+
+_HOST_LOCKS: dict[str, threading.Lock] = {}
+_HOST_LOCKS_LOCK = threading.Lock()
+
+
+def _host_lock(key: str) -> threading.Lock:
+    """This process's lock for one file on one host (``FILE on host NAME``)."""
+    with _HOST_LOCKS_LOCK:
+        return _HOST_LOCKS.setdefault(key, threading.Lock())
 
 
 class _CommandError(Exception):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from senex_scale.controller.leader import Leader
 from senex_scale.controller.sequence import ScaleSequence, Step
 from senex_scale.core.state import Memory
 from senex_scale.errors import FencedError
-from senex_scale.policy.models import Policy, Pool
+from senex_scale.policy.models import Host, Policy, Pool
 from senex_scale.runtimes.base import Runtime, build_runtime
 from senex_scale.store.sql import Store
 from senex_scale.telemetry.metrics import Metrics
@@ -42,10 +42,12 @@ class PoolHandle:
     error: str | None = None
 
 
-def build_pool(name: str, spec: Pool) -> tuple[Runtime, Balancer | None]:
-    """The runtime and balancer a pool's settings name."""
-    runtime = build_runtime(name, spec)
-    balancer = build_balancer(name, spec) if spec.balancer is not None else None
+def build_pool(
+    name: str, spec: Pool, hosts: Mapping[str, Host] | None = None
+) -> tuple[Runtime, Balancer | None]:
+    """The runtime and balancer a pool's settings name (``hosts``: the policy's ``[hosts]``)."""
+    runtime = build_runtime(name, spec, hosts)
+    balancer = build_balancer(name, spec, hosts) if spec.balancer is not None else None
     return runtime, balancer
 
 

@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from senex_scale.core.decide import Decider, Plan
 from senex_scale.core.state import Observation
 from senex_scale.errors import FencedError, PolicyError, SenexError
 from senex_scale.policy import load_policy
-from senex_scale.policy.models import Policy, Pool
+from senex_scale.policy.models import Host, Policy, Pool
 from senex_scale.runtimes.base import Runtime
 from senex_scale.sources.base import MetricSource
 from senex_scale.sources.collect import Collector, requests_for
@@ -130,7 +130,9 @@ class ControllerLoop:
         self._last_prune = 0.0
         self._source_errors: dict[str, str] = {}
         self._build_source = build_source
-        self._build_pool = build_pool or build_pool_default
+        self._build_pool = build_pool or (
+            lambda name, spec: build_pool_default(name, spec, self.policy.hosts)
+        )
         self._apply(policy)
 
     @property
@@ -342,6 +344,8 @@ class ControllerLoop:
             )
 
 
-def build_pool_default(name: str, spec: Pool) -> tuple[Runtime, Balancer | None]:
+def build_pool_default(
+    name: str, spec: Pool, hosts: Mapping[str, Host] | None = None
+) -> tuple[Runtime, Balancer | None]:
     """The runtime and balancer of a pool from its settings."""
-    return build_pool(name, spec)
+    return build_pool(name, spec, hosts)

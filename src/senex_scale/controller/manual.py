@@ -47,7 +47,7 @@ def manual_scale(
 ) -> ManualResult:
     """Scale ``pool`` to ``count`` under the leader lock, journaled and fenced."""
     spec = policy.pools[pool]
-    runtime, balancer = build_pool(pool, spec)
+    runtime, balancer = build_pool(pool, spec, policy.hosts)
     url = state or policy.controller.state
     store = open_store(url)
     ttl = policy.controller.leader_ttl or 1.5 * policy.controller.interval

@@ -78,7 +78,12 @@ class Prober:
                 continue  # the tick reports the pool as broken
             for member in members:
                 try:
-                    address = instance_address(name, handle.spec, member.n)
+                    # on several hosts the member's address says which host; else the port
+                    address = (
+                        member.address
+                        if handle.spec.hosts
+                        else instance_address(name, handle.spec, member.n)
+                    )
                 except SenexError:
                     address = member.address
                 targets.append((name, member.n, address, handle.spec.health))

@@ -20,6 +20,10 @@
         member failing its health probes (probe.py)          -> drained (one at a time per
                                                                 pool, never the last healthy)
         member drained for its health, probes pass again     -> added back
+        (several hosts) a host not answering whose members all fail a probe -> lost: its
+                          members removed, replacements started on the other hosts (max)
+        (several hosts) an instance of a returned host, replaced meanwhile, or a number
+                          running on two hosts (not the balancer's)  -> stopped
 
 Every repair is a "reconcile" row in the audit log with one reason per change, and a
 ``senex_scale_repairs_total{pool, kind}`` count.
@@ -28,16 +32,18 @@ Every repair is a "reconcile" row in the audit log with one reason per change, a
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from senex_scale.balancers.base import Member, MemberState
 from senex_scale.controller.act import Workers
-from senex_scale.controller.collect import Listing
+from senex_scale.controller.collect import Drift, Listing
 from senex_scale.controller.context import Context, PoolHandle
 from senex_scale.controller.probe import SICK_AFTER, Prober
-from senex_scale.controller.sequence import Outcome
+from senex_scale.controller.sequence import Outcome, ScaleSequence
 from senex_scale.errors import SenexError
-from senex_scale.runtimes.base import UnitState, instance_address
+from senex_scale.runtimes.base import UnitState, probe_health
+from senex_scale.runtimes.spread import SpreadRuntime
 
 
 class Reconciler:
@@ -100,18 +106,22 @@ class Reconciler:
         orphans = [a for a in ctx.store.open_actions() if self.workers.busy(a.pool) is None]
         if orphans:
             self.close_interrupted(orphans)
-        for name, drift in listing.drift.items():
-            if not drift or self.workers.busy(name) is not None:
+        for name in ctx.pools:
+            drift = listing.drift.get(name) or Drift()
+            hosts = _hosts_need_care(ctx.pools.get(name))
+            if not (drift or hosts) or self.workers.busy(name) is not None:
                 continue
             if now - self._last_repair.get(name, -1e18) < ctx.policy.controller.interval:
                 continue
-            ctx.log.warning("drift", pool=name, drift=drift.describe())
+            ctx.log.warning("drift", pool=name, drift=drift.describe() or hosts)
             self.submit(name)
 
     def submit(self, name: str, *, finish_drain: bool = False, force: bool = False) -> bool:
         """A repair job for pool ``name`` (unless one of its jobs is in flight)."""
         handle = self.ctx.pools.get(name)
-        if handle is None or handle.runtime is None or handle.balancer is None:
+        if handle is None or handle.runtime is None:
+            return False
+        if handle.balancer is None and not isinstance(handle.runtime, SpreadRuntime):
             return False
         self._last_repair[name] = self.ctx.clock()
 
@@ -124,15 +134,32 @@ class Reconciler:
         """Make one pool's balancer agree with its runtime (see the module docstring)."""
         ctx = self.ctx
         name = handle.name
-        assert handle.runtime is not None and handle.balancer is not None
+        assert handle.runtime is not None
         sequence = ctx.sequence(handle)
+        notes: list[str] = []
+        if handle.balancer is None:
+            # a worker pool on several hosts: only its hosts need care
+            if not isinstance(handle.runtime, SpreadRuntime):
+                return []
+            try:
+                sequence.running()
+                notes = self._hosts(handle, handle.runtime, sequence, {})
+            except SenexError as exc:
+                notes = [f"{name}: cannot reconcile: {exc}"]
+            if notes:
+                self._record(notes)
+            return notes
         try:
             running = set(sequence.running())
             members = {m.n: m for m in handle.balancer.members()}
         except SenexError as exc:
             self._record([f"{name}: cannot reconcile: {exc}"])
             return []
-        notes: list[str] = []
+        if isinstance(handle.runtime, SpreadRuntime):
+            notes += self._hosts(handle, handle.runtime, sequence, members)
+            if notes:
+                running = set(sequence.running())
+                members = {m.n: m for m in handle.balancer.members()}
         taken_out = set(ctx.store.get("sick", {}).get(name, []))
         for n, member in sorted(members.items()):
             if n not in running:
@@ -156,6 +183,88 @@ class Reconciler:
         if notes:
             self._record(notes)
         return notes
+
+    def _hosts(
+        self,
+        handle: PoolHandle,
+        runtime: SpreadRuntime,
+        sequence: ScaleSequence,
+        members: dict[int, Member],
+    ) -> list[str]:
+        """A pool on several hosts: an unreachable host whose members all fail their health
+        probe is lost (its members leave the balancer, replacements start on the other
+        hosts, within max); a returned host's extras and duplicate numbers are stopped."""
+        ctx = self.ctx
+        name = handle.name
+        notes: list[str] = []
+        for host in runtime.unreachable():
+            on = [n for n in runtime.on_host(host) if n in members]
+            since = runtime.state[host].since or ctx.clock()
+            if not on and ctx.clock() - since < 3 * ctx.policy.controller.interval:
+                continue  # nothing to probe (a worker pool): a few intervals of silence first
+            answering = self._answering([members[n].address for n in on], handle.spec.health)
+            if answering:
+                ctx.log.warning(
+                    "host does not answer its transport but its instances do: left in service",
+                    pool=name,
+                    host=host,
+                    error=runtime.state[host].error,
+                )
+                continue
+            ctx.guard()
+            error = runtime.state[host].error
+            live_before = len(sequence.running())
+            lost = runtime.declare_lost(host)
+            counted = [n for n in lost if n not in members or members[n].state is MemberState.READY]
+            for n in on:
+                sequence.forget(n)
+            ctx.metrics.repairs.labels(name, "host-lost").inc()
+            note = (
+                f"{name}: host {host} does not answer ({error}) and none of its instances "
+                f"passes a health probe: lost; {lost or 'no instances'} out of the pool"
+                + (f", {on} out of the balancer" if on else "")
+            )
+            want = min(handle.spec.max, live_before)
+            live = len(sequence.running())
+            count = min(want - live, len(counted))
+            if count > 0:
+                result = sequence.scale_out(count, parallel=True)
+                ctx.metrics.repairs.labels(name, "replace").inc()
+                note += (
+                    f"; {len(result.done)} of {count} replacements started on "
+                    f"{runtime.describe_room()}: {result.done}" + _fail(result)
+                )
+            notes.append(note)
+        for host, n in runtime.extras():
+            member = members.get(n)
+            if member is not None and member.address == runtime.address_on(host, n):
+                continue  # the balancer's own instance: the other one is the extra
+            ctx.guard()
+            try:
+                runtime.stop_on(host, n)
+            except SenexError as exc:
+                notes.append(
+                    f"{name}@{n} on {host}: an extra (its number runs elsewhere or "
+                    f"was replaced while {host} was lost); stopping it failed: {exc}"
+                )
+                continue
+            ctx.metrics.repairs.labels(name, "extra").inc()
+            notes.append(
+                f"{name}@{n} on {host}: an extra (its number runs elsewhere or was replaced "
+                f"while {host} was lost), not in the balancer: stopped"
+            )
+        return notes
+
+    def _answering(self, addresses: list[str], path: str) -> bool:
+        """Does any of ``addresses`` pass a health probe now? (all at once)"""
+        if not addresses:
+            return False
+        probe = self.ctx.healthy or probe_health
+        if self.ctx.healthy is None:
+            timeout = min(2.0, max(0.5, self.ctx.policy.controller.interval / 2))
+            probe = lambda a, p: probe_health(a, p, timeout=timeout)  # noqa: E731
+        with ThreadPoolExecutor(min(16, len(addresses)), thread_name_prefix="host-probe") as ex:
+            return any(ex.map(lambda a: probe(a, path), addresses))
 
     def _health(
         self,
@@ -222,7 +331,7 @@ class Reconciler:
         ctx = self.ctx
         name = handle.name
         key = (name, n)
-        address = instance_address(name, handle.spec, n, sequence.host)
+        address = sequence.address(n)
         if sequence.healthy(address, handle.spec.health):
             self._unhealthy_since.pop(key, None)
             result = sequence.adopt(n)
@@ -268,6 +377,19 @@ class Reconciler:
         ctx.store.record_decision(ctx.clock(), doc, "done", {"fence": ctx.fence}, fence=ctx.fence)
         for note in notes:
             ctx.log.warning("reconciled", note=note)
+
+
+def _hosts_need_care(handle: PoolHandle | None) -> str:
+    """Why a pool on several hosts needs a repair even without drift ("" when it does not)."""
+    runtime = handle.runtime if handle is not None else None
+    if not isinstance(runtime, SpreadRuntime):
+        return ""
+    why = []
+    if runtime.unreachable():
+        why.append(f"hosts not answering {runtime.unreachable()}")
+    if runtime.extras():
+        why.append(f"extras {runtime.extras()}")
+    return "; ".join(why)
 
 
 def _running(handle: PoolHandle) -> list[int]:

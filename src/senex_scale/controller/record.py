@@ -14,6 +14,7 @@ from senex_scale.controller.collect import Listing
 from senex_scale.controller.context import Context
 from senex_scale.core.decide import Plan, RuleStatus
 from senex_scale.policy.models import ActionRule, TargetRule, ThresholdRule
+from senex_scale.runtimes.spread import SpreadRuntime
 from senex_scale.store.sql import redact_url
 
 
@@ -81,8 +82,33 @@ def status_doc(
         "state": redact_url(ctx.store.url),
         "pools": pools,
         "rules": rules,
+        "hosts": hosts_doc(ctx),
     } | extra
     return status, pool_rows, rule_rows
+
+
+def hosts_doc(ctx: Context) -> list[dict[str, Any]]:
+    """Per host of the pools on several hosts: address, reachable, lost, error, and the
+    instances of each pool on it (a host shared by pools is one row)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, handle in ctx.pools.items():
+        runtime = handle.runtime
+        if not isinstance(runtime, SpreadRuntime):
+            continue
+        for entry in runtime.report():
+            row = rows.setdefault(
+                entry["host"],
+                {k: v for k, v in entry.items() if k not in ("instances", "max", "reserved")}
+                | {"pools": {}},
+            )
+            row["pools"][name] = entry["instances"]
+            if entry["lost"]:
+                row["lost"] = True
+            if entry["reachable"] is False:
+                row["reachable"] = False
+                row["error"] = entry["error"]
+                row["since"] = entry["since"]
+    return list(rows.values())
 
 
 def rule_doc(ctx: Context, status: RuleStatus) -> dict[str, Any]:

@@ -35,6 +35,23 @@ def _num(value: float | None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
+def hosts_table(hosts: list[dict[str, Any]], now: float) -> Table:
+    """The controller's view of its hosts: reachable, lost, instances per pool."""
+    table = Table(title="Hosts", title_justify="left")
+    for column in ("host", "address", "state", "instances", "last error"):
+        table.add_column(column)
+    for h in hosts:
+        if h.get("lost"):
+            state = Text("lost", style="red")
+        elif h.get("reachable") is False:
+            state = Text(f"not answering since {_ago(now - (h.get('since') or now))}", "yellow")
+        else:
+            state = Text("reachable" if h.get("reachable") else "not asked yet")
+        pools = "; ".join(f"{p} {ns}" for p, ns in (h.get("pools") or {}).items())
+        table.add_row(h["host"], h.get("address", ""), state, pools, h.get("error") or "")
+    return table
+
+
 def status_view(
     status: dict[str, Any],
     decisions: list[DecisionRow],
@@ -82,6 +99,8 @@ def status_view(
             why or (p.get("error") or ""),
         )
     parts.append(pools)
+    if status.get("hosts"):
+        parts.append(hosts_table(status["hosts"], now))
 
     rules = Table(title="Rules", title_justify="left")
     for column in ("rule", "pool", "value", "against", "vote", "breaching"):

@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 from senex_scale.balancers.base import Balancer, MemberState
 from senex_scale.errors import FencedError, SenexError
 from senex_scale.policy.models import Pool
-from senex_scale.runtimes.base import Runtime, UnitState, instance_address, probe_health
+from senex_scale.runtimes.base import (
+    Runtime,
+    UnitState,
+    address_of,
+    instance_address,
+    probe_health,
+)
+from senex_scale.runtimes.placement import removal_order
 
 POLL = 0.5
 """Seconds between health or connection checks while waiting."""
@@ -84,7 +91,7 @@ class ScaleSequence:
         sleep: Callable[[float], None] = time.sleep,
         healthy: Callable[[str, str], bool] | None = None,
         on_step: Callable[[Step], None] | None = None,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         guard: Callable[[], None] | None = None,
     ) -> None:
         self.name = pool_name
@@ -96,6 +103,7 @@ class ScaleSequence:
         self.healthy = healthy or probe_health
         self.on_step = on_step
         self.host = host
+        """Override of where instances answer (default: the runtime's own address)."""
         self.guard = guard
         self.avoid: set[int] = set()
         """Instance numbers to take last on scale-out (their start failed recently)."""
@@ -113,6 +121,17 @@ class ScaleSequence:
         if self.on_step is not None:
             self.on_step(step)
 
+    def address(self, n: int) -> str:
+        """Where instance ``n`` answers: ``host:BASE+n`` of the host that runs it."""
+        if self.host is not None:
+            return instance_address(self.name, self.pool, n, self.host)
+        return address_of(self.runtime, self.name, self.pool, n)
+
+    def reserved(self) -> set[int]:
+        """Numbers no new instance may take (held by a host that does not answer)."""
+        reserved = getattr(self.runtime, "reserved", None)
+        return set(reserved()) if callable(reserved) else set()
+
     def running(self) -> list[int]:
         """Instance numbers the runtime reports running or starting."""
         live = (UnitState.RUNNING, UnitState.STARTING)
@@ -121,7 +140,7 @@ class ScaleSequence:
     def _wait_ready(self, n: int) -> str | None:
         """None once ``n`` is healthy (web) or running (worker); else why not, at the timeout."""
         deadline = self.clock() + self.pool.start_timeout
-        address = instance_address(self.name, self.pool, n, self.host) if self.balancer else ""
+        address = self.address(n) if self.balancer else ""
         while True:
             if self.balancer is not None:
                 if self.healthy(address, self.pool.health):
@@ -143,14 +162,27 @@ class ScaleSequence:
 
     # ------------------------------------------------------------------ directions
 
-    def scale_out(self, count: int) -> Outcome:
-        """Start ``count`` instances (lowest free numbers), each added once healthy."""
+    def scale_out(self, count: int, *, parallel: bool = False) -> Outcome:
+        """Start ``count`` instances (lowest free numbers), each added once healthy; one after
+        another, or all at once with ``parallel`` (replacing a lost host's instances: the
+        capacity is missing now)."""
         outcome = Outcome()
         taken = set(self.running())
-        free = [n for n in range(1, self.pool.max + 1) if n not in taken]
+        reserved = self.reserved()
+        # numbers held by an unreachable host are skipped, so the range grows by as many
+        top = self.pool.max + len(reserved - taken)
+        free = [
+            n
+            for n in range(1, top + 1)
+            if n not in taken and n not in reserved and self._port_ok(n)
+        ]
         candidates = sorted(free, key=lambda n: (n in self.avoid, n))[:count]
-        for n in candidates:
-            self._bring_in(n, outcome, start=True)
+        if parallel and len(candidates) > 1:
+            with ThreadPoolExecutor(len(candidates), thread_name_prefix=f"start-{self.name}") as ex:
+                list(ex.map(lambda n: self._bring_in(n, outcome, start=True), candidates))
+        else:
+            for n in candidates:
+                self._bring_in(n, outcome, start=True)
         if len(candidates) < count:
             outcome.failed[0] = (
                 f"only {len(candidates)} free instance numbers below max {self.pool.max}"
@@ -170,7 +202,7 @@ class ScaleSequence:
             self._step(outcome, n, "healthy")
             if self.balancer is not None:
                 self._check()
-                self.balancer.add(n, instance_address(self.name, self.pool, n, self.host))
+                self.balancer.add(n, self.address(n))
                 self._step(outcome, n, "add")
             outcome.done.append(n)
         except FencedError:
@@ -192,8 +224,29 @@ class ScaleSequence:
             running,
             key=lambda n: (n in serving, load[n] if load[n] is not None else 0, -n),
         )
-        self._take_out(order[:count], outcome, drain=True)
+        self._take_out(self._spread_pick(order, serving, count), outcome, drain=True)
         return outcome
+
+    def _spread_pick(self, order: list[int], serving: set[int], count: int) -> list[int]:
+        """The first ``count`` of ``order``; on several hosts, out-of-service ones first and
+        then from the host with the most (placement.py), so the hosts stay even."""
+        host_of = getattr(self.runtime, "host_of", None)
+        counts = getattr(self.runtime, "counts", None)
+        hosts = getattr(self.runtime, "order", None)
+        if not callable(host_of) or not callable(counts) or hosts is None:
+            return order[:count]
+        idle = [n for n in order if n not in serving][:count]
+        rest = [n for n in order if n not in idle]
+        left = dict(counts())
+        for n in idle:
+            where = host_of(n)
+            if where is not None:
+                left[where] = left.get(where, 0) - 1
+        return idle + removal_order(rest, host_of, left, hosts, count - len(idle))
+
+    def _port_ok(self, n: int) -> bool:
+        port = self.pool.port_of(n)
+        return port is None or port <= 65535
 
     def _take_out(self, chosen: list[int], outcome: Outcome, *, drain: bool) -> None:
         """(Drain,) wait until idle, disable, stop, remove; failures go into ``outcome``."""

@@ -189,6 +189,7 @@ def cross_check(data: dict[str, Any]) -> list[str]:
         argv = action.get("argv") if isinstance(action, dict) else None
         if isinstance(argv, list) and argv and argv[0] == "":
             problems.append(f"{where}.action.argv[0]: the program name is empty")
+    problems += _host_references(data, raw_pools)
     names: dict[str, int] = {}
     schedules = data.get("schedules")
     for i, schedule in enumerate(schedules if isinstance(schedules, list) else []):
@@ -222,6 +223,49 @@ def cross_check(data: dict[str, Any]) -> list[str]:
                 problems.append(
                     f"schedules[{i}].min: {low} is above pool {pool}'s max "
                     f"({high}); raise max in the schedule too"
+                )
+    return problems
+
+
+def _host_references(data: dict[str, Any], raw_pools: Any) -> list[str]:
+    """A pool's ``hosts`` name entries of ``[hosts]``; its runtime can run on them."""
+    problems: list[str] = []
+    raw_hosts = data.get("hosts")
+    hosts = set(raw_hosts) if isinstance(raw_hosts, dict) else set()
+    for name, pool in (raw_pools or {}).items() if isinstance(raw_pools, dict) else ():
+        if not isinstance(pool, dict):
+            continue
+        balancer = pool.get("balancer")
+        host = balancer.get("host") if isinstance(balancer, dict) else None
+        if isinstance(host, str) and host not in hosts:
+            problems.append(
+                f'pools.{name}.balancer.host: unknown host "{host}"{did_you_mean(host, hosts)}'
+                + ("" if hosts else " (no [hosts] defined)")
+            )
+        if not isinstance(pool.get("hosts"), list):
+            continue
+        where = f"pools.{name}"
+        for j, entry in enumerate(pool["hosts"]):
+            host = entry.get("name") if isinstance(entry, dict) else entry
+            if isinstance(host, str) and host not in hosts:
+                problems.append(
+                    f'{where}.hosts[{j}]: unknown host "{host}"{did_you_mean(host, hosts)}'
+                    + ("" if hosts else " (no [hosts] defined)")
+                )
+        runtime = pool.get("runtime")
+        if not pool["hosts"] or not isinstance(runtime, dict):
+            continue
+        kind = runtime.get("type")
+        if isinstance(kind, str) and kind != "systemd":
+            problems.append(
+                f"{where}.hosts: the {kind} runtime runs on this machine only; a pool on "
+                'several hosts needs runtime type "systemd"'
+            )
+        for key in ("host", "nsenter", "instance_host", "ssh_user", "ssh_port", "ssh_identity"):
+            if key in runtime:
+                problems.append(
+                    f"{where}.runtime.{key}: the pool lists hosts; say where in [hosts] "
+                    "instead (each host's address and transport)"
                 )
     return problems
 

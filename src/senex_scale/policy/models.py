@@ -9,7 +9,9 @@ Shape of a policy::
     [controller]        how often to tick, where state lives, gap and staleness bounds
     [sources.NAME]      metric sources by name (type + driver settings, checked by the driver's
                         settings model: ``senex-scale validate`` runs it without connecting)
-    [pools.NAME]        groups of identical instances: runtime, balancer, ports, min/max, timing
+    [hosts.NAME]        machines instances run on: address, transport (local, ssh, nsenter)
+    [pools.NAME]        groups of identical instances: runtime, balancer, ports, min/max, timing,
+                        and the hosts they may run on (placement: spread)
     [[rules]]           threshold (hysteresis band), target (HPA) or action (notify/runbook)
     [[schedules]]       cron or market-relative windows that raise or lower a pool's min/max
 """
@@ -225,6 +227,110 @@ class BalancerSpec(_PluginSpec):
     kind: ClassVar[Kind] = "balancer"
 
 
+# --------------------------------------------------------------------------- hosts
+
+
+def _host_name(value: str) -> str:
+    """A DNS name or an IP address: what ssh connects to and instances answer on."""
+    if not value or value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f'"{value}" is not a host name (no spaces, not starting with "-")')
+    return value
+
+
+def _ssh_option(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*=\S.*", value):
+        raise ValueError(f'"{value}" is not an ssh option "Key=Value" (e.g. "Port=2222")')
+    return value
+
+
+def _user_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", value):
+        raise ValueError(f'"{value}" is not a user name')
+    return value
+
+
+def _pid_or_file(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a PID must be greater than 0")
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f'"{value}" is neither a PID nor the absolute path of a PID file')
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+SshOption = Annotated[str, AfterValidator(_ssh_option)]
+UserName = Annotated[str, AfterValidator(_user_name)]
+PidOrFile = Annotated[int | str, AfterValidator(_pid_or_file)]
+
+
+class Host(Model):
+    """A machine that instances run on (``[hosts.web01]``): how its commands get there and
+    the address its instances answer on.
+
+    ``transport``: ``ssh`` (the default: OpenSSH, non-interactive, to ``address`` or
+    ``ssh_host``), ``local`` (this machine) or ``nsenter`` (inside a container whose init is
+    ``nsenter``: the host lab)."""
+
+    address: HostName
+    """Where its instances answer (``address:BASE+n``) and, over ssh, where ssh connects."""
+    transport: Literal["local", "ssh", "nsenter"] = "ssh"
+    ssh_host: HostName | None = None
+    """ssh to this name instead of ``address`` (a private interface, an ssh_config alias)."""
+    ssh_user: UserName | None = None
+    ssh_port: int | None = Field(default=None, ge=1, le=65535)
+    ssh_identity: str | None = Field(default=None, min_length=1)
+    """A private key file (``ssh -i``)."""
+    known_hosts: str | None = Field(default=None, min_length=1)
+    """A known_hosts file: the host key is checked against it (``StrictHostKeyChecking=yes``)."""
+    ssh_options: tuple[SshOption, ...] = ()
+    """More ``-o Key=Value`` options."""
+    nsenter: PidOrFile | None = None
+    """transport nsenter: the container's init PID, or a file holding it (read each time)."""
+    connect_timeout: PositiveDuration = 5.0
+    """How long ssh may take to connect: a powered-off host is noticed after this long."""
+
+    @model_validator(mode="after")
+    def _transport(self) -> Host:
+        ssh = {
+            "ssh_host": self.ssh_host,
+            "ssh_user": self.ssh_user,
+            "ssh_port": self.ssh_port,
+            "ssh_identity": self.ssh_identity,
+            "known_hosts": self.known_hosts,
+        }
+        given = [k for k, v in ssh.items() if v is not None] + (
+            ["ssh_options"] if self.ssh_options else []
+        )
+        if self.transport != "ssh" and given:
+            raise ValueError(
+                f'{given[0]} needs transport = "ssh" (this host\'s is {self.transport})'
+            )
+        if self.transport == "nsenter" and self.nsenter is None:
+            raise ValueError('transport = "nsenter" needs nsenter (a PID or a PID file)')
+        if self.transport != "nsenter" and self.nsenter is not None:
+            raise ValueError('nsenter needs transport = "nsenter"')
+        return self
+
+
+def _pool_host(value: object) -> object:
+    """``"web01"`` is short for ``{name = "web01"}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class PoolHost(Model):
+    """One host a pool may run on, and how many of its instances at most."""
+
+    name: str = Field(min_length=1)
+    max: int | None = Field(default=None, ge=1)
+    """At most this many of the pool's instances on this host (default: the pool's
+    ``max_per_host``, else no limit but the pool's ``max``)."""
+
+
+PoolHostEntry = Annotated[PoolHost, BeforeValidator(_pool_host)]
+
+
 # --------------------------------------------------------------------------- pools
 
 _PORT_SCHEME = re.compile(r"^\s*(\d+)\s*\+\s*n\s*$")
@@ -347,6 +453,14 @@ class Pool(Model):
     scale_out_limits: tuple[RateLimit, ...] = Field(default_factory=_hpa_scale_out_limits)
     scale_in_limits: tuple[RateLimit, ...] = Field(default_factory=_hpa_scale_in_limits)
     fallback: Fallback | None = None
+    hosts: tuple[PoolHostEntry, ...] = ()
+    """The hosts (names of ``[hosts]``) the pool may run on: ``["web01", "web02"]`` or
+    ``[{ name = "web01", max = 4 }, ...]``. Empty: one host, where the runtime says."""
+    max_per_host: int | None = Field(default=None, ge=1)
+    """Default per-host maximum of ``hosts``."""
+    placement: Literal["spread"] = "spread"
+    """Where a new instance goes: spread = the reachable host with the fewest of the pool's
+    instances (a tie: the first listed); a scale-in takes from the host with the most."""
 
     @field_validator("health")
     @classmethod
@@ -377,7 +491,25 @@ class Pool(Model):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.port is not None and self.port + self.max > 65535:
             raise ValueError(f"port {self.port} + n exceeds 65535 at n = max ({self.max})")
+        names = [h.name for h in self.hosts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f'hosts: "{twice[0]}" is listed twice')
+        if self.hosts and all(self.host_max(h.name) is not None for h in self.hosts):
+            room = sum(self.host_max(h.name) or 0 for h in self.hosts)
+            if room < self.min:
+                raise ValueError(
+                    f"the hosts' maxima add up to {room}, below min ({self.min}): "
+                    "min instances cannot be placed"
+                )
         return self
+
+    def host_max(self, host: str) -> int | None:
+        """At most this many instances on ``host`` (None: only the pool's max bounds it)."""
+        for entry in self.hosts:
+            if entry.name == host:
+                return entry.max if entry.max is not None else self.max_per_host
+        return None
 
     def port_of(self, n: int) -> int | None:
         """The port instance ``n`` listens on, or None when the pool has no port scheme."""
@@ -783,6 +915,7 @@ class Policy(Model):
     """A whole policy file."""
 
     controller: Controller = Controller()
+    hosts: Annotated[dict[str, Host], AfterValidator(_names)] = {}
     sources: Annotated[dict[str, SourceSpec], AfterValidator(_names)] = {}
     pools: Annotated[dict[str, Pool], AfterValidator(_names)] = {}
     rules: tuple[Rule, ...] = ()

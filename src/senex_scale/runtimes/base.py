@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -10,7 +11,7 @@ import httpx
 
 from senex_scale.errors import PermanentError
 from senex_scale.plugins import resolve
-from senex_scale.policy.models import Pool
+from senex_scale.policy.models import Host, Pool
 
 
 class UnitState(StrEnum):
@@ -32,6 +33,8 @@ class RuntimeInstance:
     started_at: float | None = None
     """Epoch seconds when its process started, when the runtime knows."""
     pid: int | None = None
+    host: str | None = None
+    """The host (a ``[hosts]`` name) it runs on, for a pool on several hosts."""
 
 
 class Runtime(Protocol):
@@ -58,10 +61,15 @@ class Runtime(Protocol):
         ...
 
 
-def build_runtime(pool_name: str, pool: Pool) -> Runtime:
-    """The runtime of ``[pools.NAME] runtime = {...}``, imported on first use."""
+def build_runtime(pool_name: str, pool: Pool, hosts: Mapping[str, Host] | None = None) -> Runtime:
+    """The runtime of ``[pools.NAME] runtime = {...}``, imported on first use; a pool that
+    lists ``hosts`` gets one runtime per host behind a ``SpreadRuntime``."""
     if pool.runtime is None:
         raise PermanentError(f"pools.{pool_name}.runtime: not set, so instances cannot be managed")
+    if pool.hosts:
+        from senex_scale.runtimes.spread import SpreadRuntime
+
+        return SpreadRuntime(pool_name, pool, hosts or {})
     cls = resolve("runtime", pool.runtime.type)
     runtime: Runtime = cls(pool_name, pool, pool.runtime.options)
     return runtime
@@ -73,6 +81,15 @@ def instance_address(pool_name: str, pool: Pool, n: int, host: str = "127.0.0.1"
     if port is None:
         raise PermanentError(f'pools.{pool_name}.port: not set (e.g. port = "8000 + n")')
     return f"{host}:{port}"
+
+
+def address_of(runtime: Runtime, pool_name: str, pool: Pool, n: int) -> str:
+    """Where instance ``n`` answers: the runtime's own ``address(n)`` when it has one (a
+    runtime on another host, a pool on several hosts), else ``127.0.0.1:BASE+n``."""
+    address = getattr(runtime, "address", None)
+    if callable(address):
+        return str(address(n))
+    return instance_address(pool_name, pool, n)
 
 
 def probe_health(address: str, path: str, timeout: float = 2.0, **client: Any) -> bool:

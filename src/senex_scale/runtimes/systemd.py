@@ -53,7 +53,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from senex_scale.errors import PermanentError, TemporaryError
-from senex_scale.policy.models import Pool
+from senex_scale.policy.models import Host, Pool
 from senex_scale.runtimes.base import RuntimeInstance, UnitState, instance_address
 from senex_scale.runtimes.transport import (
     Completed,
@@ -62,6 +62,7 @@ from senex_scale.runtimes.transport import (
     SshTransport,
     Transport,
     run,
+    transport_for,
 )
 from senex_scale.settings import Settings, Timeout, parse_settings
 
@@ -161,8 +162,8 @@ def _timestamp(value: str) -> float | None:
     return None
 
 
-def record_instance(n: int, record: Mapping[str, str]) -> RuntimeInstance:
-    """One ``systemctl show`` record as instance ``n``."""
+def record_instance(n: int, record: Mapping[str, str], host: str | None = None) -> RuntimeInstance:
+    """One ``systemctl show`` record as instance ``n`` (on ``host``, a ``[hosts]`` name)."""
     state = map_state(record.get("ActiveState", ""), record.get("LoadState", ""))
     alive = state not in (UnitState.STOPPED, UnitState.FAILED)
     try:
@@ -174,6 +175,7 @@ def record_instance(n: int, record: Mapping[str, str]) -> RuntimeInstance:
         state=state,
         started_at=_timestamp(record.get("ExecMainStartTimestamp", "")) if alive else None,
         pid=pid if alive and pid > 0 else None,
+        host=host,
     )
 
 
@@ -262,9 +264,20 @@ class SystemdSettings(Settings):
 class SystemdRuntime:
     """The instances ``UNIT(n)`` of one systemd template unit as a pool's instances."""
 
-    def __init__(self, pool_name: str, pool: Pool, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        pool_name: str,
+        pool: Pool,
+        options: dict[str, Any],
+        *,
+        host: Host | None = None,
+        host_name: str | None = None,
+    ) -> None:
         self.pool = pool_name
         self._pool = pool
+        self.host = host
+        """The ``[hosts]`` entry it runs on (a pool on several hosts: ``SpreadRuntime``)."""
+        self.host_name = host_name
         self.settings = parse_settings(SystemdSettings, ("pools", pool_name, "runtime"), options)
         s = self.settings
         pattern = ""
@@ -283,7 +296,9 @@ class SystemdRuntime:
 
     def __repr__(self) -> str:
         s = self.settings
-        if s.host is not None:
+        if self.host is not None:
+            where = transport_for(self.host).where
+        elif s.host is not None:
             where = SshTransport(s.host, user=s.ssh_user).where
         elif s.nsenter is not None:
             where = f"nsenter -t {s.nsenter}"
@@ -305,12 +320,16 @@ class SystemdRuntime:
     def address(self, n: int) -> str:
         """``host:port`` where instance ``n`` answers (the balancer's and health check's)."""
         s = self.settings
+        if self.host is not None:
+            return instance_address(self.pool, self._pool, n, self.host.address)
         host = s.instance_host or s.host or "127.0.0.1"
         return instance_address(self.pool, self._pool, n, host)
 
     def transport(self) -> Transport:
         """Where systemctl runs (built per command: a PID file is read each time)."""
         s = self.settings
+        if self.host is not None:
+            return transport_for(self.host)
         if s.host is not None:
             return SshTransport(
                 s.host,
@@ -409,7 +428,7 @@ class SystemdRuntime:
                         f"({record.get('LoadError') or 'not found'}); {self.missing_hint()}"
                     )
                 continue
-            found[n] = record_instance(n, record)
+            found[n] = record_instance(n, record, self.host_name)
         return [found[n] for n in sorted(found)]
 
     def status(self, n: int) -> RuntimeInstance:
@@ -422,7 +441,7 @@ class SystemdRuntime:
                 f"pool {self.pool}: {self.transport().where}: no unit {unit} "
                 f"({load_error or 'not found'}); {self.missing_hint()}"
             )
-        return record_instance(n, records[0])
+        return record_instance(n, records[0], self.host_name)
 
     def start(self, n: int) -> None:
         """``systemctl start UNIT``: returns once started (bounded by start_timeout)."""

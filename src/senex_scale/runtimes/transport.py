@@ -28,18 +28,23 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from senex_scale.errors import PermanentError, TemporaryError
+
+if TYPE_CHECKING:
+    from senex_scale.policy.models import Host
 
 __all__ = [
     "Completed",
     "Failure",
     "LocalTransport",
     "NsenterTransport",
+    "PidFileTransport",
     "SshTransport",
     "Transport",
     "run",
+    "transport_for",
 ]
 
 SSH_UNREACHABLE = 255
@@ -163,8 +168,63 @@ class NsenterTransport:
         return None
 
 
-def run(transport: Transport, command: Sequence[str], timeout: float) -> Completed:
-    """Run ``command`` through ``transport``; at most ``timeout`` seconds.
+@dataclass(frozen=True, slots=True)
+class PidFileTransport:
+    """``NsenterTransport`` of the PID a file holds, read at every command (a restarted
+    container has a new init PID)."""
+
+    pid_file: str
+    nsenter: str = "nsenter"
+
+    def _inner(self) -> NsenterTransport:
+        try:
+            text = open(self.pid_file, encoding="utf-8").read().strip()  # noqa: SIM115 - tiny
+        except OSError as exc:
+            raise TemporaryError(
+                f"nsenter: cannot read {self.pid_file} ({exc.strerror or exc}): is it up?"
+            ) from exc
+        if not text.isdigit() or int(text) <= 0:
+            raise TemporaryError(f"nsenter: {self.pid_file} holds no PID ({text[:40]!r})")
+        return NsenterTransport(int(text), nsenter=self.nsenter)
+
+    @property
+    def where(self) -> str:
+        return f"nsenter (PID in {self.pid_file})"
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        return self._inner().argv(command)
+
+    def failed(self, done: Completed) -> Failure | None:
+        return NsenterTransport(0).failed(done)
+
+
+def transport_for(host: Host) -> Transport:
+    """The transport of a ``[hosts.NAME]`` entry."""
+    if host.transport == "local":
+        return LocalTransport()
+    if host.transport == "nsenter":
+        assert host.nsenter is not None
+        if isinstance(host.nsenter, int):
+            return NsenterTransport(host.nsenter)
+        return PidFileTransport(host.nsenter)
+    options = list(host.ssh_options)
+    if host.known_hosts is not None:
+        options += [f"UserKnownHostsFile={host.known_hosts}", "StrictHostKeyChecking=yes"]
+    return SshTransport(
+        host.ssh_host or host.address,
+        user=host.ssh_user,
+        port=host.ssh_port,
+        identity=host.ssh_identity,
+        options=tuple(options),
+        connect_timeout=host.connect_timeout,
+    )
+
+
+def run(
+    transport: Transport, command: Sequence[str], timeout: float, *, stdin: str | None = None
+) -> Completed:
+    """Run ``command`` through ``transport``; at most ``timeout`` seconds (``stdin``: text
+    fed to the command, e.g. a file's new content).
 
     A timeout or a failure of the transport is a ``TemporaryError``; a transport program that
     is not installed (no ssh, no nsenter) or a refusal (ssh: key or host key rejected) is a
@@ -175,7 +235,7 @@ def run(transport: Transport, command: Sequence[str], timeout: float) -> Complet
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -188,7 +248,7 @@ def run(transport: Transport, command: Sequence[str], timeout: float) -> Complet
             f"{transport.where}: cannot run {argv[0]}: {exc.strerror or exc}"
         ) from exc
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

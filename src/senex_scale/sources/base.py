@@ -36,6 +36,9 @@ class MetricRequest:
     pool: Pool | None = None
     window: float = 0.0
     """The rule's longest ``for`` window, for sources that can push it down."""
+    hosts: tuple[str, ...] = ()
+    """Addresses of the pool's hosts (a pool on several hosts): a series names an instance
+    only when its ``host:port`` is on one of them."""
 
 
 class MetricSource(Protocol):
@@ -67,14 +70,19 @@ def build_source(name: str, spec: SourceSpec) -> MetricSource:
 _ADDRESS = re.compile(r"^(?:\[?(?P<host>[^\]]*)\]?:)?(?P<port>\d+)$")
 
 
-def instance_from_address(address: str, pool: Pool | None) -> str:
+def instance_from_address(address: str, pool: Pool | None, hosts: tuple[str, ...] = ()) -> str:
     """The instance id for a ``host:port`` label, using the pool's port scheme (port = BASE + n).
 
     ``127.0.0.1:8003`` in a pool with ``port = "8000 + n"`` is instance ``"3"``; anything
-    that does not fit the scheme is returned unchanged, so it still names the instance.
+    that does not fit the scheme is returned unchanged, so it still names the instance. For
+    a pool on several hosts (``hosts``: their addresses) the host must be one of them too:
+    ``10.0.0.12:8003`` is instance 3 only if 10.0.0.12 is one of the pool's hosts (numbers
+    are unique across a pool's hosts, so host and port name one instance).
     """
     match = _ADDRESS.match(address.strip())
     if pool is None or pool.port is None or match is None:
+        return address
+    if hosts and (match.group("host") or "") not in hosts:
         return address
     n = int(match.group("port")) - pool.port
     return str(n) if 1 <= n <= max(pool.max, 1) * 10 else address

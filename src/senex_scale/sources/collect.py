@@ -47,7 +47,12 @@ def requests_for(policy: Policy) -> list[MetricRequest]:
             assert isinstance(rule, TargetRule)
             window = 0.0
         pool = policy.pools.get(rule.pool) if rule.pool is not None else None
-        out.append(MetricRequest(rule.name, rule.metric, rule.pool, pool, window))
+        hosts = tuple(
+            policy.hosts[h.name].address
+            for h in (pool.hosts if pool is not None else ())
+            if h.name in policy.hosts
+        )
+        out.append(MetricRequest(rule.name, rule.metric, rule.pool, pool, window, hosts))
     return out
 
 

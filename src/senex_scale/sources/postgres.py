@@ -680,7 +680,7 @@ class PostgresSource:
 
     @staticmethod
     def _instance(endpoint: Endpoint, request: MetricRequest) -> str:
-        return instance_from_address(endpoint.address, request.pool)
+        return instance_from_address(endpoint.address, request.pool, request.hosts)
 
 
 def unknown_query(source: str, query: str, known: Iterable[str]) -> SourceError:

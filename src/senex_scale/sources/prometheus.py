@@ -387,7 +387,11 @@ class PrometheusSource:
         samples: list[Sample] = []
         seen: dict[str, str] = {}
         for address, value in parsed:
-            instance = None if address is None else instance_from_address(address, request.pool)
+            instance = (
+                None
+                if address is None
+                else instance_from_address(address, request.pool, request.hosts)
+            )
             if instance is not None:
                 if instance in seen:
                     raise self._fail(

@@ -75,6 +75,28 @@ def test_vector_series_map_to_instances_by_port(
     assert instance_from_address(f"127.0.0.1:{targets.base + 2}", targets.pool) == "2"
 
 
+def test_on_several_hosts_a_series_names_an_instance_by_host_and_port(
+    prometheus: Any, targets: Any, make_source: Any
+) -> None:
+    """A pool on several hosts: instance 3's series from a machine that is not one of the
+    pool's hosts (same port) names no instance; from one of its hosts it does."""
+    source = make_source(url=prometheus.url)
+    port3 = targets.base + 3
+    query = (
+        'label_replace(senex_websocket_connections{job="django"}, "instance", '
+        f'"127.0.0.9:{port3}", "instance", ".*:{port3}")'
+    )
+    metric = Metric(source="prom", query=query)
+    one_host = MetricRequest("r", metric, "django", targets.pool, 0.0, ("127.0.0.1",))
+    both = MetricRequest("r", metric, "django", targets.pool, 0.0, ("127.0.0.1", "127.0.0.9"))
+    assert by_instance(source.query(one_host, time.time())) == {
+        "1": 10.0,
+        "2": 20.0,
+        f"127.0.0.9:{port3}": 30.0,
+    }
+    assert by_instance(source.query(both, time.time())) == {"1": 10.0, "2": 20.0, "3": 30.0}
+
+
 def test_instance_label_setting_names_the_label(
     prometheus: Any, targets: Any, make_source: Any
 ) -> None:
