@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,46 @@ def front(
         # cover the reload's switch-over (docs/balancer-nginx.md).
         policy = _policy(policy, web_template, "3s", balancer)
         yield Front("nginx", nginx.address, policy, nginx.reloaded)
+
+
+# --------------------------------------------------------------------------- several machines
+
+MACHINES = {"lb": 10, "web01": 11, "web02": 12}
+"""The multi-host lab's machines and their addresses' last octet on 10.77.0.0/24."""
+
+
+def say(config: pytest.Config, line: str) -> None:
+    """A line on the terminal, whatever pytest captures."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def machines(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """lb, web01 and web02 (``senex_scale.lab.machines``) booted in parallel for the module
+    from the cached lab root filesystem (built first when missing: ``scripts/hostlab build``);
+    all of it gone afterwards. Exit 75 of the build or ``MachinesUnavailableError``: this
+    machine cannot run them (skip); any other failure fails."""
+    import subprocess
+    import time
+
+    from senex_scale.lab.machines import MachinesUnavailableError, lab_machines
+
+    built = subprocess.run(
+        [str(SCRIPT), "build"], capture_output=True, text=True, check=False, timeout=1200
+    )
+    if built.returncode == 75:
+        pytest.skip(f"no host lab here: {built.stderr.strip().splitlines()[-1]}")
+    if built.returncode != 0:
+        pytest.fail(f"scripts/hostlab build failed ({built.returncode}):\n{built.stderr[-3000:]}")
+    started = time.monotonic()
+    try:
+        with lab_machines(MACHINES, wait=1800) as booted:
+            say(request.config, f"\nlab machines: booted in {time.monotonic() - started:.1f} s")
+            yield booted
+    except MachinesUnavailableError as exc:
+        pytest.skip(str(exc))

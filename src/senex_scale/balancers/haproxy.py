@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -488,6 +489,12 @@ class HAProxyBalancer:
         if path is None:
             yield
             return
+        # one change of a config file at a time (instances of a pool start in parallel when a
+        # lost host's are replaced): each change reads, rewrites and replaces the whole file
+        with _config_lock(self.files.show(path)):
+            yield from self._persist(path, name, line)
+
+    def _persist(self, path: Path, name: str, line: str | None) -> Iterator[None]:
         files = self.files
         old = files.read(path)
         if old is None:
@@ -530,6 +537,16 @@ class HAProxyBalancer:
             ]
             tail = "\n".join(lines[-10:]) or f"exit status {done.returncode}"
             raise PermanentError(f"{shown}: the new config fails haproxy -c; unchanged:\n{tail}")
+
+
+_CONFIG_LOCKS: dict[str, threading.Lock] = {}
+_CONFIG_LOCKS_LOCK = threading.Lock()
+
+
+def _config_lock(key: str) -> threading.Lock:
+    """The lock of one config file (``host:path``) in this process."""
+    with _CONFIG_LOCKS_LOCK:
+        return _CONFIG_LOCKS.setdefault(key, threading.Lock())
 
 
 def replace_server_line(text: str, backend: str, name: str, line: str | None, path: Any) -> str:

@@ -109,6 +109,12 @@ class Prober:
                 n for (p, n), h in self._health.items() if p == pool and h.failures >= SICK_AFTER
             }
 
+    def failing(self, pool: str, n: int) -> bool:
+        """``n`` failed its last probe (not yet a verdict: see ``sick``)."""
+        with self._lock:
+            record = self._health.get((pool, n))
+            return record is not None and record.failures > 0
+
     def healthy(self, pool: str, n: int) -> bool:
         """``n`` passed its last probe."""
         with self._lock:

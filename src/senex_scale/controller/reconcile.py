@@ -202,8 +202,12 @@ class Reconciler:
             since = runtime.state[host].since or ctx.clock()
             if not on and ctx.clock() - since < 3 * ctx.policy.controller.interval:
                 continue  # nothing to probe (a worker pool): a few intervals of silence first
-            answering = self._answering([members[n].address for n in on], handle.spec.health)
-            if answering:
+            failing = self.prober is not None and all(self.prober.failing(name, n) for n in on)
+            # the prober's latest round already failed them all, or a probe now does
+            answering = not failing and self._answering(
+                [members[n].address for n in on], handle.spec.health
+            )
+            if on and answering:
                 ctx.log.warning(
                     "host does not answer its transport but its instances do: left in service",
                     pool=name,
@@ -213,27 +217,30 @@ class Reconciler:
                 continue
             ctx.guard()
             error = runtime.state[host].error
-            live_before = len(sequence.running())
+            live_before = sum(runtime.counts().values())
             lost = runtime.declare_lost(host)
             counted = [n for n in lost if n not in members or members[n].state is MemberState.READY]
-            for n in on:
-                sequence.forget(n)
             ctx.metrics.repairs.labels(name, "host-lost").inc()
             note = (
                 f"{name}: host {host} does not answer ({error}) and none of its instances "
                 f"passes a health probe: lost; {lost or 'no instances'} out of the pool"
-                + (f", {on} out of the balancer" if on else "")
             )
             want = min(handle.spec.max, live_before)
-            live = len(sequence.running())
+            live = sum(runtime.counts().values())
             count = min(want - live, len(counted))
             if count > 0:
+                # capacity first: the lost members get no requests (the balancer's own checks
+                # fail too); taking them out of its configuration can wait for the new ones
                 result = sequence.scale_out(count, parallel=True)
                 ctx.metrics.repairs.labels(name, "replace").inc()
                 note += (
                     f"; {len(result.done)} of {count} replacements started on "
                     f"{runtime.describe_room()}: {result.done}" + _fail(result)
                 )
+            for n in on:
+                sequence.forget(n)
+            if on:
+                note += f"; {on} out of the balancer"
             notes.append(note)
         for host, n in runtime.extras():
             member = members.get(n)

@@ -141,14 +141,19 @@ class ScaleSequence:
         """None once ``n`` is healthy (web) or running (worker); else why not, at the timeout."""
         deadline = self.clock() + self.pool.start_timeout
         address = self.address(n) if self.balancer else ""
+        wait = POLL / 8
+        checked = self.clock()
         while True:
             if self.balancer is not None:
                 if self.healthy(address, self.pool.health):
                     return None
-                # a process that died at start will never answer: say so now, not at the timeout
-                state = {i.n: i.state for i in self.runtime.list()}.get(n)
-                if state is UnitState.FAILED:
-                    return "the runtime reports it failed (it exited while starting)"
+                # a process that died at start will never answer: say so now, not at the
+                # timeout (asked every POLL: listing may cost an ssh round trip)
+                if self.clock() - checked >= POLL:
+                    checked = self.clock()
+                    state = {i.n: i.state for i in self.runtime.list()}.get(n)
+                    if state is UnitState.FAILED:
+                        return "the runtime reports it failed (it exited while starting)"
             else:
                 states = {i.n: i.state for i in self.runtime.list()}
                 if states.get(n) is UnitState.RUNNING:
@@ -158,7 +163,9 @@ class ScaleSequence:
             if self.clock() >= deadline:
                 what = f"GET {address}{self.pool.health}" if self.balancer else "running"
                 return f"not healthy ({what}) within {self.pool.start_timeout:g}s"
-            self.sleep(POLL)
+            # often at first (most instances answer within a second), then every POLL
+            self.sleep(wait)
+            wait = min(POLL, wait * 2)
 
     # ------------------------------------------------------------------ directions
 

@@ -228,6 +228,7 @@ def test_a_host_that_only_lost_ssh_is_left_serving(lab: Lab) -> None:
     web02.down = True
     lab.healthy = lambda address, path: True  # type: ignore[method-assign]
     lab.loop.ctx.healthy = lab.healthy
+    lab.loop.prober.probe = lab.healthy
     lab.ticks(3)
     assert sorted(m.n for m in lab.lb.members()) == [1, 2, 3, 4]
     assert lab.placed()["web01"] == [1, 3]
