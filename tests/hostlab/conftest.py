@@ -346,12 +346,19 @@ def say(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
+@pytest.fixture
+def terminal(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``terminal(line)``: a line on the terminal, whatever pytest captures."""
+    return lambda line: say(request.config, line)
+
+
 @pytest.fixture(scope="module")
 def machines(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """lb, web01 and web02 (``senex_scale.lab.machines``) booted in parallel for the module
     from the cached lab root filesystem (built first when missing: ``scripts/hostlab build``);
-    all of it gone afterwards. Exit 75 of the build or ``MachinesUnavailableError``: this
-    machine cannot run them (skip); any other failure fails."""
+    all of it gone afterwards; boot and teardown times printed. Exit 75 of the build or
+    ``MachinesUnavailableError``: this machine cannot run them (skip); any other failure
+    fails."""
     import subprocess
     import time
 
@@ -367,7 +374,14 @@ def machines(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     started = time.monotonic()
     try:
         with lab_machines(MACHINES, wait=1800) as booted:
-            say(request.config, f"\nlab machines: booted in {time.monotonic() - started:.1f} s")
+            each = ", ".join(f"{n} {m.boot_seconds:.1f} s" for n, m in booted.items())
+            say(
+                request.config,
+                f"\nlab machines: {len(booted)} booted in parallel in "
+                f"{time.monotonic() - started:.1f} s (bridge, copies, boot, ssh; each: {each})",
+            )
             yield booted
+            stopping = time.monotonic()
     except MachinesUnavailableError as exc:
         pytest.skip(str(exc))
+    say(request.config, f"\nlab machines: teardown in {time.monotonic() - stopping:.1f} s")

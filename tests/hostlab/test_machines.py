@@ -9,72 +9,25 @@ the single lab booted. Boot and teardown times are printed on the terminal.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from senex_scale.lab.base import LabError
-from senex_scale.lab.machines import LabNet, Machine, MachinesUnavailableError, lab_machines
+from senex_scale.lab.machines import LabNet, Machine
 from senex_scale.policy.models import Pool
 from senex_scale.runtimes.systemd import SystemdRuntime
 from senex_scale.testing import wait_until
 
 pytestmark = [pytest.mark.hostlab, pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "hostlab"
-LAB = Path(os.environ.get("SENEX_HOSTLAB_DIR", "/var/cache/senex-scale/hostlab"))
-CANNOT = 75
-"""scripts/hostlab's exit status for "this machine cannot run the lab"."""
 IMAGE = "localhost/senex-hostlab:latest"
-MACHINES = {"lb": 10, "web01": 11, "web02": 12}
-WAIT = 1800.0
-"""Longest wait for another test session's lab on the same bridge."""
 HTTP_PORT = 8001
-
-
-def say(config: pytest.Config, line: str) -> None:
-    """A line on the terminal, whatever pytest captures."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is None or reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(line)
-
-
-@pytest.fixture(scope="module")
-def machines(request: pytest.FixtureRequest) -> Iterator[dict[str, Machine]]:
-    """lb, web01 and web02 booted in parallel for the module; all of it gone afterwards."""
-    built = subprocess.run(
-        [str(SCRIPT), "build"], capture_output=True, text=True, check=False, timeout=1200
-    )
-    if built.returncode == CANNOT:
-        pytest.skip(f"no host lab here: {built.stderr.strip().splitlines()[-1]}")
-    if built.returncode != 0:
-        pytest.fail(f"scripts/hostlab build failed ({built.returncode}):\n{built.stderr[-3000:]}")
-    started = time.monotonic()
-    try:
-        with lab_machines(MACHINES, wait=WAIT) as booted:
-            each = ", ".join(f"{n} {m.boot_seconds:.1f} s" for n, m in booted.items())
-            waited = booted["lb"].net.lock_wait
-            say(
-                request.config,
-                f"\nlab machines: 3 booted in parallel in {time.monotonic() - started - waited:.1f}"
-                f" s (bridge, copies, boot, ssh; each: {each}; before that {waited:.1f} s "
-                "waiting for another lab on the bridge)",
-            )
-            yield booted
-            stopping = time.monotonic()
-    except MachinesUnavailableError as exc:
-        pytest.skip(str(exc))
-    say(request.config, f"\nlab machines: teardown in {time.monotonic() - stopping:.1f} s")
 
 
 def connects(address: str, port: int, timeout: float) -> bool:
@@ -202,7 +155,7 @@ def test_haproxy_runs_on_lb(machines: dict[str, Machine]) -> None:
 
 
 def test_power_off_makes_web02_unreachable(
-    machines: dict[str, Machine], request: pytest.FixtureRequest
+    machines: dict[str, Machine], terminal: Callable[[str], None]
 ) -> None:
     """After power_off(), ssh to web02 fails within ConnectTimeout and :22 does not answer."""
     web02 = machines["web02"]
@@ -222,8 +175,7 @@ def test_power_off_makes_web02_unreachable(
             f"print(s.connect_ex(('{web02.address}', 22)))",
         )  # fmt: skip
         assert from_lb.stdout.strip() not in ("", "0"), from_lb.stderr
-        say(
-            request.config,
+        terminal(
             f"\nlab machines: power_off {off:.2f} s; then ssh (ConnectTimeout=3) failed after "
             f"{failed_after:.1f} s: {done.stderr.strip()}",
         )
@@ -232,7 +184,7 @@ def test_power_off_makes_web02_unreachable(
 
 
 def test_boot_again_brings_web02_back_with_its_host_key_and_disk(
-    machines: dict[str, Machine], request: pytest.FixtureRequest
+    machines: dict[str, Machine], terminal: Callable[[str], None]
 ) -> None:
     """A file written before a power cut is there after boot_again(); ssh pins the same key."""
     web02 = machines["web02"]
@@ -240,7 +192,7 @@ def test_boot_again_brings_web02_back_with_its_host_key_and_disk(
     assert web02.ssh("sh", "-c", "echo kept > /root/mark && sync").returncode == 0
     web02.power_off()
     web02.boot_again()
-    say(request.config, f"\nlab machines: web02 booted again in {web02.boot_seconds:.1f} s")
+    terminal(f"\nlab machines: web02 booted again in {web02.boot_seconds:.1f} s")
     assert web02.host_key.read_text() == key
     done = web02.ssh("cat", "/root/mark")
     assert (done.returncode, done.stdout) == (0, "kept\n"), done.stderr

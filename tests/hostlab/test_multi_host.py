@@ -11,7 +11,11 @@ HTTP and WebSocket clients go through HAProxy the whole time. The numbers are pr
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +137,13 @@ def test_a_pool_over_two_hosts_scales_and_survives_losing_one(
             f"capacity back after {restored:.1f} s\n" + ctl.log_tail()
         )
 
+        down = hosts_command(ctl.policy_file)
+        assert down.returncode == 1, down.stderr
+        rows = {row["host"]: row for row in json.loads(down.stdout)["hosts"]}
+        assert rows["web02"]["reachable"] is False
+        assert rows["web02"]["error"]
+        assert sorted(rows["web01"]["pools"]["web"]) == sorted(serving())
+
         web02.boot_again()
         wait_until(
             lambda: not running_units(web02),
@@ -148,6 +159,12 @@ def test_a_pool_over_two_hosts_scales_and_survives_losing_one(
         assert len(numbers) == len(set(numbers)) == 4, units
         assert sorted(serving()) == sorted(numbers)
         report.append(f"web02 back: {units}")
+        up = hosts_command(ctl.policy_file)
+        assert up.returncode == 0, up.stdout + up.stderr
+        rows = {row["host"]: row for row in json.loads(up.stdout)["hosts"]}
+        assert {h: sorted(r["pools"].get("web", [])) for h, r in rows.items()} == {
+            "lb": [], "web01": units["web01"], "web02": units["web02"],
+        }  # fmt: skip
         assert http.failed_outside(quiet) == []
         assert sockets.failed_outside(quiet) == []
         report.append(
@@ -181,6 +198,12 @@ def test_a_pool_over_two_hosts_scales_and_survives_losing_one(
     assert lines == sorted(f"web-{n}" for n in numbers), persisted
 
 
+def hosts_command(policy: Path) -> subprocess.CompletedProcess[str]:
+    """``senex-scale hosts --json`` on the controller's policy, as an operator runs it."""
+    argv = [sys.executable, "-m", "senex_scale", "hosts", "--policy", str(policy), "--json"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
 def measure_startup(web: Machine, haproxy: HAProxyBalancer) -> float:
     """Seconds to bring one instance into service, measured now on ``web`` the way the
     controller does it: ``systemctl start`` over ssh, its health check passing, added to
@@ -206,11 +229,8 @@ def measure_startup(web: Machine, haproxy: HAProxyBalancer) -> float:
 
 
 @pytest.fixture
-def report(request: pytest.FixtureRequest) -> list[str]:
+def report(terminal: Callable[[str], None]) -> Iterator[list[str]]:
+    """Lines printed on the terminal at the end of the test (its numbers)."""
     lines: list[str] = []
-    yield lines  # type: ignore[misc]
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if capture is not None and reporter is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("\nmulti-host: " + "\n  ".join(lines))
+    yield lines
+    terminal("\nmulti-host: " + "\n  ".join(lines))

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ import structlog
 from senex_scale.controller.daemon import WebThread
 from senex_scale.controller.leader import NoLeader
 from senex_scale.controller.loop import ControllerLoop
+from senex_scale.errors import TemporaryError
 from senex_scale.lab import free_port
 from senex_scale.lab.chromium import Chromium
 from senex_scale.policy import parse_policy
+from senex_scale.runtimes.base import RuntimeInstance
+from senex_scale.runtimes.spread import SpreadRuntime
 from senex_scale.store import Store, open_store
 from senex_scale.telemetry.metrics import Metrics
 from senex_scale.testing import (
@@ -186,3 +190,87 @@ def test_api_and_controls(filled_store: tuple[Store, Metrics, ControllerLoop], s
         assert loop.paused
         c.post("/api/resume", headers={"Authorization": "Bearer t0ken-secret"})
         assert not loop.paused
+
+
+HOSTS_POLICY = """
+[controller]
+interval = "15s"
+
+[hosts.web01]
+address = "10.9.0.11"
+
+[hosts.web02]
+address = "10.9.0.12"
+
+[pools.django]
+runtime = { type = "systemd", unit = "django@{n}.service" }
+hosts = ["web01", "web02"]
+min = 2
+max = 6
+port = "8000 + n"
+"""
+
+
+@dataclass
+class _Host(RecordingRuntime):
+    """An in-memory host; ``down`` fails its listing as an unreachable ssh does."""
+
+    down: bool = False
+
+    def list(self) -> list[RuntimeInstance]:
+        if self.down:
+            raise TemporaryError("ssh root@10.9.0.12: unreachable (Connection timed out)")
+        return super().list()
+
+
+def test_the_hosts_panel_shows_a_lost_host(tmp_path: Path, browser: Chromium, serve: Any) -> None:
+    """A pool on two hosts, one of them lost: the Hosts panel lists both, the lost one with
+    its error, and the banner says so."""
+    policy = parse_policy(HOSTS_POLICY)
+    clock = FakeClock(time.time() - 600)
+    hosts = {
+        "web01": _Host(pool="django", size=6, running={1}),
+        "web02": _Host(pool="django", size=6, running={2}),
+    }
+    runtime = SpreadRuntime("django", policy.pools["django"], policy.hosts, runtimes=hosts)
+    lb = RecordingBalancer()
+    lb.add(1, "10.9.0.11:8001")
+    lb.add(2, "10.9.0.12:8002")
+    store = open_store(f"sqlite:{tmp_path / 'state.db'}")
+    loop = ControllerLoop(
+        policy,
+        store,
+        NoLeader(),
+        clock=clock,
+        sleep=clock.sleep,
+        healthy=lambda address, path: address.startswith("10.9.0.11:"),
+        log=structlog.get_logger("test"),
+        build_pool=lambda name, spec: (runtime, lb),
+    )
+    loop.tick()
+    assert loop.settle(30)
+    hosts["web02"].down = True
+    for _ in range(3):
+        clock.advance(15)
+        loop.prober.probe_all()
+        loop.tick()
+        assert loop.settle(30)
+    base = serve(create_app(store, control=loop))
+    page = browser.page()
+    page.open(base + "/")
+    seen = page.evaluate(
+        "({rows: [...document.querySelectorAll('#hosts tbody tr')].map(r => r.innerText),"
+        " hidden: document.getElementById('hosts-panel').hidden,"
+        " banner: document.getElementById('banner').innerText})"
+    )
+    problems = page.problems()
+    store.close()
+    assert problems == []
+    assert seen["hidden"] is False
+    assert len(seen["rows"]) == 2
+    assert "web01" in seen["rows"][0]
+    assert "reachable" in seen["rows"][0]
+    assert "web02" in seen["rows"][1]
+    assert "lost" in seen["rows"][1]
+    assert "Connection timed out" in seen["rows"][1]
+    assert "host web02 lost" in seen["banner"]
