@@ -9,8 +9,9 @@ hosts while HTTP clients go through HAProxy. Then, ``--rounds`` times: web02 is 
 ``--count`` healthy members, all on web01; web02 boots again and the pool is spread back by
 scaling to half of ``count`` (the scale-in takes from web01) and back up.
 
-Printed per round: the start-up time of one instance (``systemctl start`` over ssh to its
-health check passing, measured right before), the time to restored capacity, their ratio,
+Printed per round: the start-up time of one instance (``systemctl start`` over ssh, health
+check passing, added to HAProxy, HAProxy's own check passing: ``measure_startup``, measured
+right before), the time to restored capacity, their ratio,
 the detection part (power-off to the first replacement starting, from the controller's
 log), and the requests that failed during the loss. Needs root and the host lab
 (``scripts/hostlab build``).
@@ -30,29 +31,17 @@ from pathlib import Path
 from senex_scale.balancers.base import MemberState
 from senex_scale.balancers.haproxy import HAProxyBalancer
 from senex_scale.errors import SenexError
-from senex_scale.lab.machines import Machine, lab_machines
+from senex_scale.lab.machines import lab_machines
 from senex_scale.lab.multihost import (
-    BASE,
     HttpLoad,
     controller,
     install,
+    measure_startup,
     policy_text,
     running_units,
 )
 from senex_scale.policy import parse_policy
-from senex_scale.runtimes.base import probe_health
 from senex_scale.testing import wait_until
-
-
-def startup_seconds(web: Machine, n: int = 90) -> float:
-    started = time.monotonic()
-    done = web.ssh("systemctl", "start", f"senex-web@{n}.service", timeout=90)
-    if done.returncode != 0:
-        raise SystemExit(f"{web.name}: systemctl start failed: {done.stderr}")
-    wait_until(lambda: probe_health(f"{web.address}:{BASE + n}", "/health/", timeout=1), 60, "up")
-    seconds = time.monotonic() - started
-    web.ssh("systemctl", "stop", f"senex-web@{n}.service", timeout=90)
-    return seconds
 
 
 def first_replacement(log: Path, after: float) -> float | None:
@@ -85,6 +74,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--connect-timeout", type=float, default=1.0)
+    parser.add_argument("--timeline", action="store_true", help="print each round's log")
     args = parser.parse_args()
     count = args.count
     with (
@@ -112,17 +102,18 @@ def main() -> None:
             return {m.n for m in haproxy.members() if m.state is MemberState.READY}
 
         rows = []
-        with (
-            controller(directory, render, count, count) as ctl,
-            HttpLoad(f"http://{lb.address}/") as http,
-        ):
+        with controller(directory, render, count, count) as ctl:
+            # the load starts once the pool serves (before, every request is a 503)
+            wait_until(lambda: len(serving()) == count, 300, "up", interval=0.1,
+                       ignore=(SenexError,))  # fmt: skip
+            http = HttpLoad(f"http://{lb.address}/").__enter__()
             for round_ in range(1, args.rounds + 1):
                 wait_until(
                     lambda: len(running_units(web01)) == len(running_units(web02)) == count // 2
                     and len(serving()) == count,
                     300, "spread", interval=0.1, ignore=(SenexError,),
                 )  # fmt: skip
-                startup = startup_seconds(web01)
+                startup = measure_startup(web01, haproxy)
                 time.sleep(args.interval)
                 failed = len(http.failed)
                 lost = time.time()
@@ -134,6 +125,9 @@ def main() -> None:
                 restored = time.time() - lost
                 time.sleep(args.interval)
                 started = first_replacement(ctl.log_file, lost)
+                if args.timeline:
+                    for at, what in ctl.timeline(lost):
+                        print(f"    {at:5.2f} s {what[:120]}")
                 rows.append((startup, restored, (started - lost) if started else None,
                              len(http.failed) - failed))  # fmt: skip
                 print(
@@ -156,6 +150,7 @@ def main() -> None:
                     ignore=(SenexError,),
                 )
                 ctl.set(count, count)
+            http.__exit__(None, None, None)
         startups = [r[0] for r in rows]
         restores = [r[1] for r in rows]
         print(
@@ -165,6 +160,11 @@ def main() -> None:
             f"(ratio {statistics.median(restores) / statistics.median(startups):.2f}x; "
             f"interval {args.interval:g} s); {http.ok} requests ok, {len(http.failed)} failed"
         )
+        reasons: dict[str, int] = {}
+        for failure in http.failed:
+            reasons[failure.what[:80]] = reasons.get(failure.what[:80], 0) + 1
+        for what, times in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"  {times} x {what}")
 
 
 if __name__ == "__main__":

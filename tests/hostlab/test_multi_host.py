@@ -25,16 +25,15 @@ from senex_scale.balancers.base import MemberState
 from senex_scale.balancers.haproxy import HAProxyBalancer
 from senex_scale.errors import SenexError
 from senex_scale.lab.multihost import (
-    BASE,
     HttpLoad,
     SocketLoad,
     controller,
     install,
+    measure_startup,
     policy_text,
     running_units,
 )
 from senex_scale.policy import parse_policy
-from senex_scale.runtimes.base import probe_health
 from senex_scale.testing import wait_until
 
 if TYPE_CHECKING:
@@ -202,30 +201,6 @@ def hosts_command(policy: Path) -> subprocess.CompletedProcess[str]:
     """``senex-scale hosts --json`` on the controller's policy, as an operator runs it."""
     argv = [sys.executable, "-m", "senex_scale", "hosts", "--policy", str(policy), "--json"]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-
-
-def measure_startup(web: Machine, haproxy: HAProxyBalancer) -> float:
-    """Seconds to bring one instance into service, measured now on ``web`` the way the
-    controller does it: ``systemctl start`` over ssh, its health check passing, added to
-    HAProxy (runtime API and lb's config over ssh), HAProxy's own check passing (READY). The
-    baseline the restore time is held against; the instance is taken out again."""
-    n = 90
-    address = f"{web.address}:{BASE + n}"
-    started = time.monotonic()
-    done = web.ssh("systemctl", "start", f"senex-web@{n}.service", timeout=90)
-    assert done.returncode == 0, done.stderr
-    wait_until(lambda: probe_health(address, "/health/", timeout=1), 60, "up", interval=0.05)
-    haproxy.add(n, address)
-    wait_until(
-        lambda: any(m.n == n and m.state is MemberState.READY for m in haproxy.members()),
-        60,
-        "READY in HAProxy",
-        interval=0.05,
-    )
-    seconds = time.monotonic() - started
-    haproxy.remove(n)
-    web.ssh("systemctl", "stop", f"senex-web@{n}.service", timeout=90)
-    return seconds
 
 
 @pytest.fixture

@@ -202,7 +202,14 @@ class Reconciler:
             since = runtime.state[host].since or ctx.clock()
             if not on and ctx.clock() - since < 3 * ctx.policy.controller.interval:
                 continue  # nothing to probe (a worker pool): a few intervals of silence first
-            failing = self.prober is not None and all(self.prober.failing(name, n) for n in on)
+            # evidence already at hand: the balancer's own checks put them all down (HAProxy
+            # checks every server every few hundred ms), or the prober's last round failed;
+            # else a probe now, and none of them answering is the verdict
+            failing = all(
+                members[n].state is MemberState.DOWN
+                or (self.prober is not None and self.prober.failing(name, n))
+                for n in on
+            )
             # the prober's latest round already failed them all, or a probe now does
             answering = not failing and self._answering(
                 [members[n].address for n in on], handle.spec.health
@@ -219,7 +226,11 @@ class Reconciler:
             error = runtime.state[host].error
             live_before = sum(runtime.counts().values())
             lost = runtime.declare_lost(host)
-            counted = [n for n in lost if n not in members or members[n].state is MemberState.READY]
+            # what counted as capacity: all but members being drained out (their checks
+            # failing since the loss puts them down, which is why down ones count)
+            counted = [
+                n for n in lost if n not in members or members[n].state is not MemberState.DRAINING
+            ]
             ctx.metrics.repairs.labels(name, "host-lost").inc()
             note = (
                 f"{name}: host {host} does not answer ({error}) and none of its instances "
@@ -231,7 +242,7 @@ class Reconciler:
             if count > 0:
                 # capacity first: the lost members get no requests (the balancer's own checks
                 # fail too); taking them out of its configuration can wait for the new ones
-                result = sequence.scale_out(count, parallel=True)
+                result = sequence.scale_out(count, parallel=True, taken=runtime.live_numbers())
                 ctx.metrics.repairs.labels(name, "replace").inc()
                 note += (
                     f"; {len(result.done)} of {count} replacements started on "

@@ -169,12 +169,15 @@ class ScaleSequence:
 
     # ------------------------------------------------------------------ directions
 
-    def scale_out(self, count: int, *, parallel: bool = False) -> Outcome:
+    def scale_out(
+        self, count: int, *, parallel: bool = False, taken: set[int] | None = None
+    ) -> Outcome:
         """Start ``count`` instances (lowest free numbers), each added once healthy; one after
         another, or all at once with ``parallel`` (replacing a lost host's instances: the
-        capacity is missing now)."""
+        capacity is missing now). ``taken``: the numbers in use when the caller has just
+        listed them (else the runtime is asked)."""
         outcome = Outcome()
-        taken = set(self.running())
+        taken = set(self.running()) if taken is None else set(taken)
         reserved = self.reserved()
         # numbers held by an unreachable host are skipped, so the range grows by as many
         top = self.pool.max + len(reserved - taken)

@@ -36,7 +36,11 @@ from typing import Any
 
 import httpx
 
+from senex_scale.balancers.base import MemberState
+from senex_scale.balancers.haproxy import HAProxyBalancer
 from senex_scale.lab.machines import Machine
+from senex_scale.runtimes.base import probe_health
+from senex_scale.testing import wait_until
 
 BASE = 8100
 """Instance n listens on BASE + n of its host's address."""
@@ -309,6 +313,31 @@ def running_units(machine: Machine) -> list[int]:
         if unit.startswith(f"{TEMPLATE}@") and unit.endswith(".service"):
             numbers.append(int(unit[len(TEMPLATE) + 1 : -len(".service")]))
     return sorted(numbers)
+
+
+def measure_startup(web: Machine, haproxy: HAProxyBalancer) -> float:
+    """Seconds to bring one instance into service, measured now on ``web`` the way the
+    controller does it: ``systemctl start`` over ssh, its health check passing, added to
+    HAProxy (runtime API and lb's config over ssh), HAProxy's own check passing (READY). The
+    baseline the restore time is held against; the instance is taken out again."""
+    n = 90
+    address = f"{web.address}:{BASE + n}"
+    started = time.monotonic()
+    done = web.ssh("systemctl", "start", f"senex-web@{n}.service", timeout=90)
+    if done.returncode != 0:
+        raise RuntimeError(f"{web.name}: systemctl start failed: {done.stderr}")
+    wait_until(lambda: probe_health(address, "/health/", timeout=1), 60, "up", interval=0.05)
+    haproxy.add(n, address)
+    wait_until(
+        lambda: any(m.n == n and m.state is MemberState.READY for m in haproxy.members()),
+        60,
+        "READY in HAProxy",
+        interval=0.05,
+    )
+    seconds = time.monotonic() - started
+    haproxy.remove(n)
+    web.ssh("systemctl", "stop", f"senex-web@{n}.service", timeout=90)
+    return seconds
 
 
 # --------------------------------------------------------------------------- the controller

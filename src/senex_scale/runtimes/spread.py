@@ -232,6 +232,17 @@ class SpreadRuntime:
                 for h in self.order
             }
 
+    def live_numbers(self) -> set[int]:
+        """Numbers running or starting on hosts not lost, as last listed or started."""
+        with self._lock:
+            return {
+                i.n
+                for h in self.order
+                if not self.state[h].lost
+                for i in self._last[h]
+                if i.state in _LIVE
+            }
+
     def placeable(self, host: str) -> bool:
         """May a new instance go to ``host`` now (answering, not lost)?"""
         state = self.state[host]

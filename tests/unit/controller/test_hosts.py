@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from senex_scale.balancers.base import MemberState
 from senex_scale.controller.leader import NoLeader
 from senex_scale.controller.loop import ControllerLoop
 from senex_scale.controller.sequence import ScaleSequence
@@ -248,3 +249,16 @@ def test_a_returned_host_has_its_replaced_instances_stopped(lab: Lab) -> None:
     assert any("an extra" in note for note in lab.reconciled())
     # the numbers are free again
     assert lab.runtime.reserved() == set()
+
+
+def test_members_the_balancer_already_put_down_are_replaced_too(lab: Lab) -> None:
+    """HAProxy's own checks mark a dead host's servers down before the controller notices:
+    they counted as capacity, so all three are replaced (without probing them again)."""
+    lab.sequence().scale_out(6)
+    lab.ticks(1)
+    lab.hosts["web02"].down = True
+    for n in (2, 4, 6):
+        address, _ = lab.lb.state[n]
+        lab.lb.state[n] = (address, MemberState.DOWN)
+    lab.ticks(3)
+    assert lab.placed()["web01"] == [1, 3, 5, 7, 8, 9]
