@@ -262,3 +262,61 @@ def test_members_the_balancer_already_put_down_are_replaced_too(lab: Lab) -> Non
         lab.lb.state[n] = (address, MemberState.DOWN)
     lab.ticks(3)
     assert lab.placed()["web01"] == [1, 3, 5, 7, 8, 9]
+
+
+WORKERS = """
+[controller]
+interval = "15s"
+
+[hosts.web01]
+address = "10.9.0.11"
+
+[hosts.web02]
+address = "10.9.0.12"
+
+[pools.worker]
+kind = "worker"
+runtime = { type = "systemd", unit = "worker@{n}.service" }
+hosts = ["web01", "web02"]
+min = 4
+max = 6
+start_timeout = "30s"
+"""
+
+
+def test_a_worker_pool_replaces_a_silent_hosts_workers_after_three_intervals(
+    tmp_path: Path,
+) -> None:
+    """No members to probe: a host silent for three intervals is lost, its workers started
+    on the other host; not before (one missed listing is not a dead host)."""
+    policy = parse_policy(WORKERS)
+    clock = FakeClock()
+    hosts = {name: HostRuntime(pool="worker", size=20, host=name) for name in ("web01", "web02")}
+    runtime = SpreadRuntime(
+        "worker", policy.pools["worker"], policy.hosts, runtimes=hosts, clock=clock
+    )
+    loop = ControllerLoop(
+        policy,
+        open_store(f"sqlite:{tmp_path / 'state.db'}"),
+        NoLeader(),
+        clock=clock,
+        sleep=clock.sleep,
+        log=structlog.get_logger("test"),
+        build_pool=lambda name, spec: (runtime, None),
+    )
+
+    def tick() -> None:
+        loop.tick()
+        assert loop.settle(30)
+        clock.advance(15)
+
+    for _ in range(3):
+        tick()
+    assert {h: sorted(r.running) for h, r in hosts.items()} == {"web01": [1, 3], "web02": [2, 4]}
+    hosts["web02"].down = True
+    tick()
+    tick()
+    assert sorted(hosts["web01"].running) == [1, 3], "not lost after one or two intervals"
+    for _ in range(3):
+        tick()
+    assert sorted(hosts["web01"].running) == [1, 3, 5, 6]
