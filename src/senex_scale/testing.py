@@ -104,6 +104,36 @@ class RecordingRuntime:
 
 
 @dataclass
+class RecordingHost(RecordingRuntime):
+    """One host's instances of a pool on several hosts (the per-host runtimes of a
+    ``SpreadRuntime``): listed with the host's name, running ones and instance 1 (as systemd
+    lists the template's first instance); ``down`` fails every call as an unreachable ssh."""
+
+    host: str = ""
+    down: bool = False
+
+    def _reach(self) -> None:
+        if self.down:
+            raise TemporaryError(f"ssh {self.host}: unreachable (Connection timed out)")
+
+    def list(self) -> list[RuntimeInstance]:
+        self._reach()
+        return [
+            RuntimeInstance(i.n, i.state, host=self.host)
+            for i in super().list()
+            if i.state is UnitState.RUNNING or i.n == 1
+        ]
+
+    def start(self, n: int) -> None:
+        self._reach()
+        super().start(n)
+
+    def stop(self, n: int, grace: float | None = None) -> None:
+        self._reach()
+        super().stop(n, grace)
+
+
+@dataclass
 class RecordingBalancer:
     """An in-memory balancer; ``open`` sets a member's open connections."""
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -417,8 +417,44 @@ class Failure:
     what: str
 
 
+class _Clients:
+    """Client threads that run ``_client`` until the block ends; failures with their time."""
+
+    failed: list[Failure]
+    _stop: threading.Event
+    _workers: list[threading.Thread]
+    _lock: threading.Lock
+
+    def _threads(self) -> int:
+        raise NotImplementedError
+
+    def _client(self) -> None:
+        raise NotImplementedError
+
+    def _fail(self, what: str) -> None:
+        with self._lock:
+            self.failed.append(Failure(time.time(), what))
+
+    def __enter__(self) -> Self:
+        self._workers = [
+            threading.Thread(target=self._client, daemon=True) for _ in range(self._threads())
+        ]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(15)
+
+    def failed_outside(self, windows: list[tuple[float, float]]) -> list[Failure]:
+        """Failures not inside any of ``windows`` (start, end)."""
+        return [f for f in self.failed if not any(a <= f.at <= b for a, b in windows)]
+
+
 @dataclass
-class HttpLoad:
+class HttpLoad(_Clients):
     """``threads`` clients sending ``GET /`` through the balancer, each on its own
     connection pool; every failure (transport error or non-200) with its time."""
 
@@ -449,26 +485,12 @@ class HttpLoad:
                         self.failed.append(Failure(time.time(), what))
                 time.sleep(0.02)
 
-    def __enter__(self) -> HttpLoad:
-        self._workers = [
-            threading.Thread(target=self._client, daemon=True) for _ in range(self.threads)
-        ]
-        for worker in self._workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(10)
-
-    def failed_outside(self, windows: list[tuple[float, float]]) -> list[Failure]:
-        """Failures not inside any of ``windows`` (start, end)."""
-        return [f for f in self.failed if not any(a <= f.at <= b for a, b in windows)]
+    def _threads(self) -> int:
+        return self.threads
 
 
 @dataclass
-class SocketLoad:
+class SocketLoad(_Clients):
     """``count`` WebSocket clients through the balancer, each echoing a message every half
     second and reconnecting after a close. A close with a close frame from the server (1000,
     1001: a drained instance going away) is orderly; a connection that breaks without one, a
@@ -509,28 +531,13 @@ class SocketLoad:
                     with self._lock:
                         self.orderly += 1
                 else:
-                    with self._lock:
-                        self.failed.append(Failure(time.time(), f"closed without a frame: {exc}"))
+                    self._fail(f"closed without a frame: {exc}")
             except Exception as exc:  # every other failure counts too (timeouts, refusals)
-                with self._lock:
-                    self.failed.append(Failure(time.time(), repr(exc)))
+                self._fail(repr(exc))
                 self._stop.wait(0.2)
 
-    def __enter__(self) -> SocketLoad:
-        self._workers = [
-            threading.Thread(target=self._client, daemon=True) for _ in range(self.count)
-        ]
-        for worker in self._workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(15)
-
-    def failed_outside(self, windows: list[tuple[float, float]]) -> list[Failure]:
-        return [f for f in self.failed if not any(a <= f.at <= b for a, b in windows)]
+    def _threads(self) -> int:
+        return self.count
 
 
 @contextlib.contextmanager

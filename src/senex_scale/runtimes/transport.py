@@ -28,6 +28,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from senex_scale.errors import PermanentError, TemporaryError
@@ -176,9 +177,11 @@ class PidFileTransport:
     pid_file: str
     nsenter: str = "nsenter"
 
-    def _inner(self) -> NsenterTransport:
+    def resolve(self) -> NsenterTransport:
+        """The transport of the PID the file holds now (``TemporaryError`` when it holds
+        none: the container is not up)."""
         try:
-            text = open(self.pid_file, encoding="utf-8").read().strip()  # noqa: SIM115 - tiny
+            text = Path(self.pid_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise TemporaryError(
                 f"nsenter: cannot read {self.pid_file} ({exc.strerror or exc}): is it up?"
@@ -192,7 +195,7 @@ class PidFileTransport:
         return f"nsenter (PID in {self.pid_file})"
 
     def argv(self, command: Sequence[str]) -> list[str]:
-        return self._inner().argv(command)
+        return self.resolve().argv(command)
 
     def failed(self, done: Completed) -> Failure | None:
         return NsenterTransport(0).failed(done)

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ import structlog
 from senex_scale.controller.daemon import WebThread
 from senex_scale.controller.leader import NoLeader
 from senex_scale.controller.loop import ControllerLoop
-from senex_scale.errors import TemporaryError
 from senex_scale.lab import free_port
 from senex_scale.lab.chromium import Chromium
 from senex_scale.policy import parse_policy
-from senex_scale.runtimes.base import RuntimeInstance
 from senex_scale.runtimes.spread import SpreadRuntime
 from senex_scale.store import Store, open_store
 from senex_scale.telemetry.metrics import Metrics
@@ -36,6 +33,7 @@ from senex_scale.testing import (
     FakeClock,
     MemorySource,
     RecordingBalancer,
+    RecordingHost,
     RecordingRuntime,
 )
 from senex_scale.web.app import create_app
@@ -211,26 +209,14 @@ port = "8000 + n"
 """
 
 
-@dataclass
-class _Host(RecordingRuntime):
-    """An in-memory host; ``down`` fails its listing as an unreachable ssh does."""
-
-    down: bool = False
-
-    def list(self) -> list[RuntimeInstance]:
-        if self.down:
-            raise TemporaryError("ssh root@10.9.0.12: unreachable (Connection timed out)")
-        return super().list()
-
-
 def test_the_hosts_panel_shows_a_lost_host(tmp_path: Path, browser: Chromium, serve: Any) -> None:
     """A pool on two hosts, one of them lost: the Hosts panel lists both, the lost one with
     its error, and the banner says so."""
     policy = parse_policy(HOSTS_POLICY)
     clock = FakeClock(time.time() - 600)
     hosts = {
-        "web01": _Host(pool="django", size=6, running={1}),
-        "web02": _Host(pool="django", size=6, running={2}),
+        "web01": RecordingHost(pool="django", size=6, running={1}, host="web01"),
+        "web02": RecordingHost(pool="django", size=6, running={2}, host="web02"),
     }
     runtime = SpreadRuntime("django", policy.pools["django"], policy.hosts, runtimes=hosts)
     lb = RecordingBalancer()

@@ -3,7 +3,6 @@ host that dies and one that returns (the real thing: tests/hostlab/test_multi_ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,9 @@ from senex_scale.controller.loop import ControllerLoop
 from senex_scale.controller.sequence import ScaleSequence
 from senex_scale.errors import TemporaryError
 from senex_scale.policy import parse_policy
-from senex_scale.runtimes.base import RuntimeInstance, UnitState
 from senex_scale.runtimes.spread import SpreadRuntime
 from senex_scale.store import open_store
-from senex_scale.testing import FakeClock, MemorySource, RecordingBalancer, RecordingRuntime
+from senex_scale.testing import FakeClock, MemorySource, RecordingBalancer, RecordingHost
 
 POLICY = """
 [controller]
@@ -55,33 +53,6 @@ scale_in = { below = 30, for = "60s" }
 """
 
 
-@dataclass
-class HostRuntime(RecordingRuntime):
-    """One host's instances; ``down`` makes every call fail as an unreachable ssh would."""
-
-    host: str = ""
-    down: bool = False
-
-    def list(self) -> list[RuntimeInstance]:
-        if self.down:
-            raise TemporaryError(f"ssh {self.host}: unreachable (No route to host)")
-        return [
-            RuntimeInstance(i.n, i.state, host=self.host)
-            for i in super().list()
-            if i.state is UnitState.RUNNING or i.n == 1
-        ]
-
-    def start(self, n: int) -> None:
-        if self.down:
-            raise TemporaryError(f"ssh {self.host}: unreachable")
-        super().start(n)
-
-    def stop(self, n: int, grace: float | None = None) -> None:
-        if self.down:
-            raise TemporaryError(f"ssh {self.host}: unreachable")
-        super().stop(n, grace)
-
-
 class Lab:
     """Two in-memory hosts under one SpreadRuntime, a controller over them."""
 
@@ -89,7 +60,7 @@ class Lab:
         self.policy = parse_policy(POLICY)
         self.clock = FakeClock()
         self.hosts = {
-            name: HostRuntime(pool="web", size=20, host=name) for name in ("web01", "web02")
+            name: RecordingHost(pool="web", size=20, host=name) for name in ("web01", "web02")
         }
         self.runtime = SpreadRuntime(
             "web",
@@ -291,7 +262,7 @@ def test_a_worker_pool_replaces_a_silent_hosts_workers_after_three_intervals(
     on the other host; not before (one missed listing is not a dead host)."""
     policy = parse_policy(WORKERS)
     clock = FakeClock()
-    hosts = {name: HostRuntime(pool="worker", size=20, host=name) for name in ("web01", "web02")}
+    hosts = {name: RecordingHost(pool="worker", size=20, host=name) for name in ("web01", "web02")}
     runtime = SpreadRuntime(
         "worker", policy.pools["worker"], policy.hosts, runtimes=hosts, clock=clock
     )
