@@ -177,14 +177,20 @@ class ScaleSequence:
         capacity is missing now). ``taken``: the numbers in use when the caller has just
         listed them (else the runtime is asked)."""
         outcome = Outcome()
-        taken = set(self.running()) if taken is None else set(taken)
-        reserved = self.reserved()
-        # numbers held by an unreachable host are skipped, so the range grows by as many
-        top = self.pool.max + len(reserved - taken)
+        running = set(self.running()) if taken is None else set(taken)
+        # not free either: numbers held by a host that does not answer, and (several hosts)
+        # numbers the balancer still has a member for (the instance died, the member is not
+        # removed yet: a new instance elsewhere could not be added under that name); the
+        # range grows by as many, so that max instances can still run
+        blocked = self.reserved() - running
+        if callable(getattr(self.runtime, "host_of", None)):
+            # on several hosts the same number may come back elsewhere: another address
+            blocked |= self._member_numbers() - running
+        top = self.pool.max + len(blocked)
         free = [
             n
             for n in range(1, top + 1)
-            if n not in taken and n not in reserved and self._port_ok(n)
+            if n not in running and n not in blocked and self._port_ok(n)
         ]
         candidates = sorted(free, key=lambda n: (n in self.avoid, n))[:count]
         if parallel and len(candidates) > 1:
@@ -376,6 +382,14 @@ class ScaleSequence:
             return {m.n for m in self.balancer.members() if m.state is MemberState.READY}
         except SenexError:
             return set(self.running())
+
+    def _member_numbers(self) -> set[int]:
+        if self.balancer is None:
+            return set()
+        try:
+            return {m.n for m in self.balancer.members()}
+        except SenexError:
+            return set()
 
     def _connections(self, n: int) -> int | None:
         if self.balancer is None:

@@ -291,3 +291,18 @@ def test_a_worker_pool_replaces_a_silent_hosts_workers_after_three_intervals(
     for _ in range(3):
         tick()
     assert sorted(hosts["web01"].running) == [1, 3, 5, 6]
+
+
+def test_a_number_whose_member_is_still_in_the_balancer_is_not_reused(lab: Lab) -> None:
+    """web02 loses instance 4 as it dies (its last listing lacks 4, the member is still
+    there): the replacements take new numbers, not 4 (which could not be added)."""
+    lab.sequence().scale_out(6)
+    lab.ticks(1)
+    lab.hosts["web02"].running.discard(4)
+    lab.runtime.list()
+    lab.hosts["web02"].down = True
+    lab.ticks(3)
+    assert 4 not in lab.placed()["web01"]
+    notes = " ".join(lab.reconciled())
+    assert "already exists" not in notes
+    assert sorted(m.n for m in lab.lb.members()) == sorted(lab.placed()["web01"])
