@@ -198,7 +198,13 @@ class Reconciler:
         name = handle.name
         notes: list[str] = []
         for host in runtime.unreachable():
-            on = [n for n in runtime.on_host(host) if n in members]
+            # its members by address: also one whose instance died as the host went down
+            # (its last listing already lacked it) was capacity the loss took
+            address = runtime.hosts[host].address
+            on = sorted(
+                set(runtime.on_host(host)) & set(members)
+                | {n for n, m in members.items() if m.address.rpartition(":")[0] == address}
+            )
             since = runtime.state[host].since or ctx.clock()
             if not on and ctx.clock() - since < 3 * ctx.policy.controller.interval:
                 continue  # nothing to probe (a worker pool): a few intervals of silence first
@@ -229,15 +235,18 @@ class Reconciler:
             # what counted as capacity: all but members being drained out (their checks
             # failing since the loss puts them down, which is why down ones count)
             counted = [
-                n for n in lost if n not in members or members[n].state is not MemberState.DRAINING
+                n
+                for n in sorted(set(lost) | set(on))
+                if n not in members or members[n].state is not MemberState.DRAINING
             ]
             ctx.metrics.repairs.labels(name, "host-lost").inc()
             note = (
                 f"{name}: host {host} does not answer ({error}) and none of its instances "
                 f"passes a health probe: lost; {lost or 'no instances'} out of the pool"
             )
-            want = min(handle.spec.max, live_before)
             live = sum(runtime.counts().values())
+            dead = len(set(counted) - set(lost))  # died just before (not in live_before)
+            want = min(handle.spec.max, live_before + dead)
             count = min(want - live, len(counted))
             if count > 0:
                 # capacity first: the lost members get no requests (the balancer's own checks
