@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from senex_scale import __version__
 from senex_scale.errors import InputError, SenexError
@@ -32,9 +33,11 @@ app = typer.Typer(
 policy_app = typer.Typer(help="Work with policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-# soft_wrap: messages and paths are never re-wrapped at 80 columns when piped
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# soft_wrap: messages and paths are never re-wrapped at 80 columns when piped.
+# markup=False: what is printed (reasons, errors, names) comes from the store, servers and
+# files; "[/x]" must not crash a command nor "[link=...]" reach a terminal. Style with Text.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 PolicyOption = Annotated[
     str,
@@ -200,7 +203,11 @@ def plan(
 
 def _print_table(table: RenderableType) -> None:
     """Print a table; a pipe or CI log gets it whole rather than at Rich's 80-column guess."""
-    wide = Console(highlight=False, width=max(out.width, 140)) if not out.is_terminal else out
+    wide = (
+        Console(highlight=False, width=max(out.width, 140), markup=False)
+        if not out.is_terminal
+        else out
+    )
     wide.print(table)
 
 
@@ -376,28 +383,19 @@ trace_app = typer.Typer(
 )
 app.add_typer(trace_app, name="trace")
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def _bundled_trace(name: str) -> Path | None:
-    """A bundled trace file (traces/NAME.csv) from the working directory or the checkout."""
-    for root in (Path.cwd(), _REPO):
-        path = root / "traces" / f"{name}.csv"
-        if path.is_file():
-            return path
-    return None
-
 
 def _load_trace(path: Path | None) -> Any:
+    """The trace to replay: a file, else a bundled trace by name; default the trading day."""
     from senex_scale.simulate.generate import generate
-    from senex_scale.simulate.trace import read_trace
+    from senex_scale.simulate.trace import bundled_trace, read_trace
 
     if path is not None:
-        return read_trace(path)
-    bundled = _bundled_trace("trading-day")
+        bundled = None if path.exists() else bundled_trace(str(path))
+        return read_trace(bundled or path)
+    bundled = bundled_trace("trading-day")
     if bundled is not None:
         return read_trace(bundled)
-    # installed without the checkout: the bundled file is this generator's output
+    # the package data is missing (a broken install): the bundled file is this generator's output
     return generate("trading-day")
 
 
@@ -405,7 +403,12 @@ def _load_trace(path: Path | None) -> Any:
 def simulate(
     trace: Annotated[
         Path | None,
-        typer.Option("--trace", "-t", help="Trace CSV; default: the bundled trading day."),
+        typer.Option(
+            "--trace",
+            "-t",
+            help="Trace CSV, or a bundled trace by name (trading-day, news-day, holiday, "
+            "slow-week); default: the bundled trading day.",
+        ),
     ] = None,
     policy: PolicyOption = "default",
     compare: Annotated[
@@ -827,7 +830,7 @@ def hosts(
                 row["host"],
                 row["address"],
                 row["transport"],
-                "yes" if row["reachable"] else "[red]no[/red]",
+                "yes" if row["reachable"] else Text("no", style="red"),
                 "-" if row["ms"] is None else str(row["ms"]),
                 instances,
                 row["error"] or "",

@@ -17,15 +17,21 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from senex_scale.errors import PolicyError
 from senex_scale.plugins import Kind
-from senex_scale.policy.models import Duration
+from senex_scale.policy.models import Duration, show_value
 
 
 class Settings(BaseModel):
-    """Base of a driver's settings model: frozen, unknown keys rejected, finite numbers."""
+    """Base of a driver's settings model: frozen, unknown keys rejected, finite numbers.
+
+    Integer, number and boolean fields are declared strict (``StrictInt``, ``StrictFloat``,
+    ``StrictBool``), as in the policy's own models: ``max_fails = "3"`` or ``ip_hash = "yes"``
+    is refused by its path, not converted (``tests/unit/inputs/test_strict_types.py`` checks
+    every driver's model).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -130,6 +136,26 @@ def _positive(value: float) -> float:
         raise ValueError("must be longer than 0s")
     return value
 
+
+_BOOLEAN_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def _tls_verify(value: object) -> bool | str:
+    """true, false or the path of a CA bundle; never a number, nor a boolean in quotes."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in _BOOLEAN_WORDS or not value.strip():
+            raise ValueError(
+                f"must be true, false or the path of a CA bundle, not the string "
+                f"{show_value(value)} (write true or false without quotes)"
+            )
+        return value
+    raise ValueError(f"must be true, false or the path of a CA bundle, not {show_value(value)}")
+
+
+TlsVerify = Annotated[bool | str, BeforeValidator(_tls_verify)]
+"""TLS certificate check: true (system CAs), false (no check) or the path of a CA bundle."""
 
 EnvName = Annotated[str, AfterValidator(_env_name)]
 """The name of an environment variable holding a secret (``password_env = "PGPASSWORD"``)."""

@@ -198,13 +198,21 @@ def test_any_failure_exits_one(result: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "rule",
-    ["cpu", "dead-queue", "dead-redis-memory", "postgres-cpu", "pool-waiting", "websockets"],
+    ["cpu", "dead-queue", "dead-redis-memory", "postgres-cpu", "pool-waiting"],
 )
 def test_stopped_servers_are_reported_not_zero(result: dict[str, Any], rule: str) -> None:
     """A server that does not answer is a temporary failure with a reason, and no sample."""
     metric = result["by_rule"][rule]
     assert (metric["ok"], metric["temporary"], metric["samples"]) == (False, True, [])
     assert metric["error"]
+
+
+def test_scrape_without_a_runtime_reads_nothing(result: dict[str, Any]) -> None:
+    """A pool without a runtime: the scrape source cannot know which instances run, so it
+    asks none (no port scan) and says why (permanent: the policy must change)."""
+    metric = result["by_rule"]["websockets"]
+    assert (metric["ok"], metric["temporary"], metric["samples"]) == (False, False, [])
+    assert "reads only running instances" in metric["error"]
 
 
 def test_missing_process_is_reported_not_zero(result: dict[str, Any]) -> None:

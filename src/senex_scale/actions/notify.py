@@ -2,8 +2,10 @@
 
 A URL ending in ``/api/v2/alerts`` gets Alertmanager's format (a list of alerts with labels
 and annotations, ``endsAt`` one hour on so it resolves itself); any other URL gets a plain JSON
-document. Without a URL the message goes to the audit log only. Redirects are not followed
-and the body of an error reply is not logged (it may echo credentials).
+document. Without a URL the message goes to the audit log only. Redirects are not followed,
+the environment's proxy variables and ``.netrc`` are ignored (a proxy set for something else
+would see every alert, ``.netrc`` would add credentials nobody asked for), and no reply body
+is read (only its status: the body may be endless, or echo credentials).
 """
 
 from __future__ import annotations
@@ -62,13 +64,15 @@ class NotifyAction:
         if not self.spec.url:
             return f"noted: {self.spec.message}"
         try:
-            reply = httpx.post(
-                self.spec.url, json=self.payload(context), timeout=TIMEOUT, follow_redirects=False
-            )
+            with (
+                httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client,
+                client.stream("POST", self.spec.url, json=self.payload(context)) as reply,
+            ):
+                status = reply.status_code  # the body is never read
         except httpx.HTTPError as exc:
             raise TemporaryError(f"notify {context.rule}: {type(exc).__name__}: {exc}") from exc
-        if reply.status_code >= 500 or reply.status_code == 429:
-            raise TemporaryError(f"notify {context.rule}: HTTP {reply.status_code}")
-        if reply.status_code >= 300:
-            raise PermanentError(f"notify {context.rule}: HTTP {reply.status_code}")
-        return f"sent: HTTP {reply.status_code}"
+        if status >= 500 or status == 429:
+            raise TemporaryError(f"notify {context.rule}: HTTP {status}")
+        if status >= 300:
+            raise PermanentError(f"notify {context.rule}: HTTP {status}")
+        return f"sent: HTTP {status}"

@@ -1,9 +1,11 @@
 """Run a runbook command: an argv list (never a shell string), bounded by its timeout.
 
-The command gets ``SENEX_RULE``, ``SENEX_POOL``, ``SENEX_PRIORITY`` and ``SENEX_REASONS`` (one
-reason per line) in its environment. A non-zero exit is a ``PermanentError`` carrying the last
-lines of its stderr (redacted by the log processor like everything else); a timeout kills it
-and is a ``TemporaryError``.
+The command's environment is explicit, never the controller's (which holds the status
+page's tokens and the sources' passwords): ``PATH`` (the controller's, or a standard one),
+``SENEX_RULE``, ``SENEX_POOL``, ``SENEX_PRIORITY``, ``SENEX_REASONS`` (one reason per line),
+and the variables the policy names in the runbook's ``env`` (when set). A non-zero exit is a
+``PermanentError`` carrying the last lines of its stderr (redacted by the log processor like
+everything else); a timeout kills it and is a ``TemporaryError``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,22 @@ from senex_scale.errors import PermanentError, TemporaryError
 from senex_scale.policy.models import Runbook
 from senex_scale.telemetry.logs import redact_text
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""``PATH`` when the controller has none."""
+
+
+def runbook_environment(spec: Runbook, context: ActionContext) -> dict[str, str]:
+    """What the command's environment holds (see the module docstring)."""
+    env = {name: os.environ[name] for name in spec.env if name in os.environ}
+    env["PATH"] = os.environ.get("PATH") or DEFAULT_PATH
+    env |= {
+        "SENEX_RULE": context.rule,
+        "SENEX_POOL": context.pool or "",
+        "SENEX_PRIORITY": context.priority,
+        "SENEX_REASONS": "\n".join(context.reasons),
+    }
+    return env
+
 
 class RunbookAction:
     """The ``runbook`` action."""
@@ -24,12 +42,7 @@ class RunbookAction:
         self.spec = spec
 
     def run(self, context: ActionContext) -> str:
-        env = os.environ | {
-            "SENEX_RULE": context.rule,
-            "SENEX_POOL": context.pool or "",
-            "SENEX_PRIORITY": context.priority,
-            "SENEX_REASONS": "\n".join(context.reasons),
-        }
+        env = runbook_environment(self.spec, context)
         argv = list(self.spec.argv)
         try:
             done = subprocess.run(

@@ -31,6 +31,7 @@ management guide, "Unix Socket commands"; dynamic servers need HAProxy >= 2.5)::
     show stat BACKEND 4 -1              current sessions per server (``scur``)
     add server BACKEND/NAME ADDR [check] [cookie NAME] [OPTIONS]
     enable health BACKEND/NAME          a dynamic server's checks start disabled
+    set server BACKEND/NAME health up   it passed the controller's health check already
     set server BACKEND/NAME state ready|drain|maint
     set server BACKEND/NAME weight W    undo a persisted ``weight 0`` (drain) on re-add
     del server BACKEND/NAME             only in maintenance and without connections
@@ -40,7 +41,9 @@ Requirements and quirks (HAProxy 2.6): the backend must use a dynamic algorithm 
 created in maintenance with checks disabled, hence ``enable health`` then ``state ready``. 2.6
 refuses ``cookie`` on ``add server`` ("'cookie' option is not accepted for dynamic server"):
 the server is then added without it at runtime and the cookie takes effect from the persisted
-config on the next reload. A server with checks starts DOWN until ``rise`` checks pass.
+config on the next reload. A server with checks would start DOWN until ``rise`` checks
+pass; the controller adds an instance only once it passed its own health check, so its
+health is set up at once (HAProxy's checks go on and take it out if they fail).
 
 States: admin ``drain`` (or a weight of 0) is DRAINING, any maintenance flag is DOWN, a server
 failing its checks (op state stopped) is DOWN, else READY. In the config a drained server is
@@ -72,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, StrictBool, ValidationInfo, field_validator
 
 from senex_scale.balancers.base import Member, MemberState, refuse_per_host
 from senex_scale.balancers.files import NotRunnableError, files_on, write_checked
@@ -154,13 +157,13 @@ class HAProxySettings(Settings):
     host: Annotated[str, AfterValidator(_not_empty)] | None = None
     """A name of ``[hosts]``: ``config`` is on that host (checked against [hosts] at build)."""
     config: Path | None = None
-    per_host: bool = False
+    per_host: StrictBool = False
     """One HAProxy per host of the pool (``build_balancer`` makes a ``PerHostBalancer``)."""
     haproxy: Annotated[str, AfterValidator(_not_empty)] = "haproxy"
     timeout: Timeout = 2.0
     server_prefix: HAProxyName | None = None
-    check: bool = True
-    cookie: bool = True
+    check: StrictBool = True
+    cookie: StrictBool = True
     server_options: Annotated[str, AfterValidator(_options)] = Field(default="")
 
     @field_validator("config")
@@ -271,6 +274,9 @@ class HAProxyBalancer:
                 try:
                     if self.settings.check:
                         self._expect_empty(f"enable health {self.backend}/{name}")
+                        # it passed the controller's own check just now: in service at
+                        # once, not after `rise` checks (HAProxy's checks go on from here)
+                        self._expect_empty(f"set server {self.backend}/{name} health up")
                     self._expect_empty(f"set server {self.backend}/{name} state ready")
                 except Exception:
                     self._rollback_add(name)

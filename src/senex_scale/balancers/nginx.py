@@ -58,12 +58,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from senex_scale.balancers.base import Member, MemberState, refuse_per_host
 from senex_scale.balancers.files import NotRunnableError, files_on
 from senex_scale.errors import PermanentError, SenexError, TemporaryError
-from senex_scale.policy.models import Host, Pool
+from senex_scale.policy.models import Host, Pool, show_value
 from senex_scale.settings import Settings, Timeout, parse_settings
 
 PLACEHOLDER = "127.0.0.1:9"
@@ -86,7 +94,12 @@ def _upstream_name(value: str) -> str:
     return value
 
 
-def _nginx_time(value: str | int) -> str:
+def _nginx_time(value: object) -> str:
+    """An nginx time ("30s", "1m") or whole seconds; never a boolean or a fraction."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(
+            f'must be an nginx time (e.g. "30s") or whole seconds, not {show_value(value)}'
+        )
     text = str(value).strip()
     if not _TIME.match(text):
         raise ValueError(f'"{value}" is not an nginx time (e.g. "30s", "1m")')
@@ -99,16 +112,16 @@ class NginxSettings(Settings):
     upstream: Annotated[str, AfterValidator(_upstream_name)]
     host: str | None = Field(default=None, min_length=1)
     """A name of ``[hosts]``: nginx and ``file`` are on that host (checked at build)."""
-    per_host: bool = False
+    per_host: StrictBool = False
     """One nginx per host of the pool (``build_balancer`` makes a ``PerHostBalancer``)."""
     file: Path
     nginx: str = Field(default="nginx", min_length=1)
     conf: Path = Path("/etc/nginx/nginx.conf")
     prefix: Path | None = None
-    ip_hash: bool = True
-    max_fails: int = Field(default=3, ge=0)
-    fail_timeout: Annotated[str | int, AfterValidator(_nginx_time)] = "30s"
-    keepalive: int = Field(default=32, ge=0)
+    ip_hash: StrictBool = True
+    max_fails: StrictInt = Field(default=3, ge=0)
+    fail_timeout: Annotated[str, BeforeValidator(_nginx_time)] = "30s"
+    keepalive: StrictInt = Field(default=32, ge=0)
     reload_timeout: Timeout = 10.0
 
     @field_validator("file", "conf", "prefix")

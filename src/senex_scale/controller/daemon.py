@@ -110,9 +110,24 @@ def run(options: DaemonOptions) -> int:
     if options.web and not options.once:
         from senex_scale.web.app import create_app
 
+        read_token = None
+        if policy.controller.read_token_env:
+            read_token = os.environ.get(policy.controller.read_token_env) or None
+            if read_token is None:  # a read token was asked for: never serve openly instead
+                raise InputError(
+                    f"controller.read_token_env: environment variable "
+                    f"{policy.controller.read_token_env} is not set or empty"
+                )
+
         host, port = parse_listen(options.listen or policy.controller.listen)
         app = create_app(
-            store, metrics=metrics, control=loop, token=token, controller_id=loop.controller_id
+            store,
+            metrics=metrics,
+            control=loop,
+            token=token,
+            controller_id=loop.controller_id,
+            read_token=read_token,
+            allowed_hosts=policy.controller.allowed_hosts,
         )
         web = WebThread(app, host, port)
         web.start()

@@ -2,6 +2,10 @@
 
 Both read the store directly (the state URL of the policy, or ``--state``), so they work
 whether or not a controller is running, on the same host or against a shared PostgreSQL.
+
+Every cell is a ``Text``, never a markup string: reasons and errors come from servers,
+runbooks and files, and "[/x]" or "[link=...]" in them must print as written whatever
+console prints these tables.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ def _when(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _cells(*values: str | Text) -> list[Text]:
+    """Table cells that Rich shows as written (``Text`` is never parsed as markup)."""
+    return [value if isinstance(value, Text) else Text(value) for value in values]
+
+
 def _num(value: float | None) -> str:
     if value is None:
         return "missing"
@@ -48,7 +57,9 @@ def hosts_table(hosts: list[dict[str, Any]], now: float) -> Table:
         else:
             state = Text("reachable" if h.get("reachable") else "not asked yet")
         pools = "; ".join(f"{p} {ns}" for p, ns in (h.get("pools") or {}).items())
-        table.add_row(h["host"], h.get("address", ""), state, pools, h.get("error") or "")
+        table.add_row(
+            *_cells(str(h["host"]), str(h.get("address", "")), state, pools, h.get("error") or "")
+        )
     return table
 
 
@@ -91,12 +102,14 @@ def status_view(
             why += f"\nbacking off after {p['backoff']['failures']} failure(s)"
         unknown = "?" if p["current"] is None else None
         pools.add_row(
-            p["pool"],
-            unknown or str(p["current"]),
-            Text(unknown or str(p["desired"]), style=style),
-            str(p["min"]),
-            str(p["max"]),
-            why or (p.get("error") or ""),
+            *_cells(
+                str(p["pool"]),
+                unknown or str(p["current"]),
+                Text(unknown or str(p["desired"]), style=style),
+                str(p["min"]),
+                str(p["max"]),
+                why or str(p.get("error") or ""),
+            )
         )
     parts.append(pools)
     if status.get("hosts"):
@@ -115,12 +128,14 @@ def status_view(
         held = f"{r['held']:.0f}s" if r.get("held") else ""
         vote_style = {"out": "red", "in": "blue", "missing": "magenta"}.get(r["vote"], "")
         rules.add_row(
-            r["rule"],
-            r.get("pool") or "-",
-            _num(r.get("value")),
-            ", ".join(against),
-            Text(r["vote"], style=vote_style),
-            held,
+            *_cells(
+                str(r["rule"]),
+                str(r.get("pool") or "-"),
+                _num(r.get("value")),
+                ", ".join(against),
+                Text(str(r["vote"]), style=vote_style),
+                held,
+            )
         )
     parts.append(rules)
     if controllers:
@@ -147,12 +162,14 @@ def history_table(rows: list[DecisionRow], now: float | None = None, title: str 
         if row.detail.get("error"):
             reasons.append(str(row.detail["error"]))
         table.add_row(
-            str(row.id),
-            f"{_when(row.at)} ({_ago(now - row.at)})",
-            row.pool or row.rule or "controller",
-            change,
-            Text(row.outcome, style=style),
-            "\n".join(reasons),
+            *_cells(
+                str(row.id),
+                f"{_when(row.at)} ({_ago(now - row.at)})",
+                row.pool or row.rule or "controller",
+                change,
+                Text(row.outcome, style=style),
+                "\n".join(str(reason) for reason in reasons),
+            )
         )
     return table
 
@@ -171,10 +188,12 @@ def controllers_table(controllers: dict[str, dict[str, Any]], now: float) -> Tab
         ]
         role = str(doc.get("role", "?")) + (" (gone?)" if stale else "")
         table.add_row(
-            Text(cid),
-            Text(role, style="bold" if doc.get("role") == "leader" else ""),
-            str(doc.get("fence", "")),
-            _ago(age),
-            Text("\n".join(jobs) or "none"),
+            *_cells(
+                Text(cid),
+                Text(role, style="bold" if doc.get("role") == "leader" else ""),
+                str(doc.get("fence", "")),
+                _ago(age),
+                Text("\n".join(jobs) or "none"),
+            )
         )
     return table

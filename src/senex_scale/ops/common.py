@@ -20,8 +20,10 @@ from rich.console import Console
 
 from senex_scale.errors import InputError, TemporaryError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: replica names, hosts and server errors are printed as they are, never as
+# Rich markup ("[/x]" would crash a command, "[link=...]" reach the terminal)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def redact_text(text: str) -> str:

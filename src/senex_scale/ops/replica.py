@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -49,6 +50,7 @@ from rich.table import Table
 
 from senex_scale.contrib.django.registry import (
     ALIAS_PATTERN,
+    RESERVED_ALIASES,
     ReplicaEntry,
     read_registry,
     write_registry,
@@ -65,6 +67,13 @@ from senex_scale.ops.common import (
     redact_dsn,
     redact_text,
     with_params,
+)
+from senex_scale.ops.files import (
+    UnsafeFileError,
+    directory,
+    make_directory,
+    read_file,
+    replace_file,
 )
 
 if TYPE_CHECKING:  # runtimes/ pulls in the policy models: imported when a command runs
@@ -409,6 +418,25 @@ def _hba_rules(conn: psycopg.Connection[Any]) -> list[HbaRule]:
     ]
 
 
+def replace_hba_file(hba_file: Path, line: str, name: str) -> None:
+    """``line`` added at the top of ``hba_file``, the file replaced atomically with its owner
+    and mode kept. The directory is usually the postgres account's and this runs as root:
+    ``ops.files`` reads and writes without following a link planted there (a link or a
+    hard-linked pg_hba.conf is refused)."""
+    try:
+        data, info = read_file(hba_file)
+        text = insert_hba(data.decode("utf-8"), line, f"senex-scale replica add {name}")
+        owner = (info.st_uid, info.st_gid) if os.geteuid() == 0 else None
+        replace_file(
+            hba_file, text.encode("utf-8"), mode=info.st_mode & 0o777, owner=owner, expect=info
+        )
+    except (OSError, UnicodeDecodeError, UnsafeFileError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PermanentError(
+            f"cannot edit {hba_file}: {why}; add this line near its top and reload:\n  {line}"
+        ) from None
+
+
 def prepare_hba(
     conn: psycopg.Connection[Any], role: str, address: str | None, primary_local: bool, name: str
 ) -> str:
@@ -418,25 +446,12 @@ def prepare_hba(
         return f"primary: pg_hba line {rule.line} lets {role} replicate ({rule.method})"
     line = hba_line(role, address)
     hba_file = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
-    if not primary_local or not hba_file.exists():
+    if not primary_local or not os.path.lexists(hba_file):
         raise PermanentError(
             f"the primary's pg_hba.conf ({hba_file}) has no rule for {role} to replicate from "
             f"{address or 'the socket'}; add this line near its top and reload:\n  {line}"
         )
-    try:
-        text = hba_file.read_text(encoding="utf-8")
-        stat = hba_file.stat()
-        tmp = hba_file.with_name(f".{hba_file.name}.senex.tmp")
-        tmp.write_text(insert_hba(text, line, f"senex-scale replica add {name}"), encoding="utf-8")
-        os.chmod(tmp, stat.st_mode & 0o777)
-        if os.geteuid() == 0:
-            os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.replace(tmp, hba_file)
-    except OSError as exc:
-        raise PermanentError(
-            f"cannot edit {hba_file}: {exc.strerror}; add this line near its top and reload:\n"
-            f"  {line}"
-        ) from None
+    replace_hba_file(hba_file, line, name)
     conn.execute("SELECT pg_reload_conf()")
     deadline = time.monotonic() + 5
     while hba_allows(_hba_rules(conn), role, address) is None:
@@ -600,11 +615,20 @@ def _configure(request: AddRequest, password: str) -> None:
 
 
 def _make_datadir(request: AddRequest) -> None:
+    """The data directory, empty, 0700, owned by the OS user. As root here, it is made and
+    handed over on its descriptor (``ops.files.make_directory``): a link swapped in since the
+    emptiness check, or a file put in, is refused instead of followed."""
     if request.host.local and os.geteuid() == 0 and request.host.user:
-        path = Path(request.datadir)
-        path.mkdir(parents=True, exist_ok=True)
-        shutil.chown(path, request.host.user, request.host.user)
-        path.chmod(0o700)
+        try:
+            user = pwd.getpwnam(request.host.user)
+        except KeyError:
+            raise InputError(f"--os-user: no user {request.host.user!r} here") from None
+        try:
+            make_directory(request.datadir, owner=(user.pw_uid, user.pw_gid), mode=0o700)
+        except UnsafeFileError as exc:
+            raise PermanentError(f"--datadir: {exc}") from None
+        except OSError as exc:
+            raise PermanentError(f"--datadir: {request.datadir}: {exc.strerror}") from None
         return
     request.host.run(["mkdir", "-p", "-m", "0700", request.datadir])
 
@@ -745,11 +769,11 @@ def register(path: Path, entry: ReplicaEntry) -> None:
     """Add or replace ``entry`` in the registry (atomic replace, no secrets in it)."""
     entries = [e for e in read_registry(path) if e.alias != entry.alias]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_registry(path, [*entries, entry])
-    except OSError as exc:
+        write_registry(path, [*entries, entry], create_parents=True)
+    except (OSError, UnsafeFileError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise PermanentError(
-            f"replica {entry.alias} runs but could not be registered in {path}: {exc.strerror}; "
+            f"replica {entry.alias} runs but could not be registered in {path}: {why}; "
             f'add {{"alias": "{entry.alias}", "host": "{entry.host}", "port": {entry.port}}} '
             "to its replicas list"
         ) from None
@@ -762,8 +786,9 @@ def unregister(path: Path, name: str) -> bool:
         return False
     try:
         write_registry(path, kept)
-    except OSError as exc:
-        raise PermanentError(f"cannot unregister {name} from {path}: {exc.strerror}") from None
+    except (OSError, UnsafeFileError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PermanentError(f"cannot unregister {name} from {path}: {why}") from None
     return True
 
 
@@ -859,6 +884,10 @@ def add_command(
     replica_name = name or f"replica_{port}"
     if not ALIAS_PATTERN.fullmatch(replica_name):
         raise InputError(f"--name: {replica_name!r} is not a name (letters, digits, _; at most 63)")
+    if replica_name in RESERVED_ALIASES:
+        raise InputError(
+            f"--name: {replica_name!r} is the primary's alias in Django, not a replica's"
+        )
     if not 1 <= port <= 65535:
         raise InputError(f"--port: {port} is not in 1..65535")
     if not datadir.startswith("/"):
@@ -1012,6 +1041,18 @@ def status_command(primary: Primary, registry: Registry = None, json_out: JsonFl
 # --------------------------------------------------------------------------- remove
 
 
+def purge_local(datadir: str) -> None:
+    """Delete ``datadir`` here as root, reached without following a link someone else
+    planted on the way (``ops.files.directory``; rmtree itself never follows one)."""
+    folder = PurePosixPath(datadir)
+    try:
+        with directory(str(folder.parent)) as parent:
+            shutil.rmtree(folder.name, dir_fd=parent)
+    except (OSError, UnsafeFileError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PermanentError(f"--purge: cannot delete {datadir}: {why}") from None
+
+
 @app.command("remove")
 def remove_command(
     primary: Primary,
@@ -1064,7 +1105,7 @@ def remove_command(
         out.print(f"{target.where}: {datadir} is not running", markup=False)
     if purge:
         if target.local and os.geteuid() == 0:
-            shutil.rmtree(datadir)  # its parent may be root's, so not as the owner
+            purge_local(datadir)  # its parent may be root's, so not as the owner
         else:
             target.run(["rm", "-rf", "--", datadir])
         out.print(f"{target.where}: deleted {datadir}", markup=False)

@@ -25,6 +25,7 @@ worker. Read-only: nothing is changed.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 import time
@@ -220,28 +221,48 @@ def usage_from_store(store: Any, rules: Sequence[Any], pool: str, since: float) 
     return usage
 
 
+RANGE_MAX_BYTES = 64 * 1024 * 1024
+"""Largest range-query answer read, in bytes (1000 steps of many series fit well inside)."""
+
+
 def prometheus_values(url: str, query: str, start: float, end: float) -> list[float]:
-    """Every value of every series of a range query (about 1000 steps over the window)."""
+    """Every value of every series of a range query (about 1000 steps over the window),
+    read like the sources read (``sources.prometheus.read_bounded``: a 60 s deadline, at most
+    ``RANGE_MAX_BYTES``, no proxies from the environment)."""
     import httpx
 
+    from senex_scale.sources.prometheus import HttpSettings, http_client, read_bounded
+
     step = max((end - start) / 1000, 1.0)
-    try:
-        response = httpx.get(
-            url.rstrip("/") + "/api/v1/query_range",
-            params={"query": query, "start": start, "end": end, "step": step},
-            timeout=30,
+    settings = HttpSettings(timeout=30.0, max_bytes=RANGE_MAX_BYTES)
+    params = {"query": query, "start": str(start), "end": str(end), "step": str(step)}
+    with http_client("prometheus", settings, accept="application/json") as client:
+        try:
+            answer = read_bounded(
+                client,
+                "prometheus",
+                url.rstrip("/") + "/api/v1/query_range",
+                settings,
+                params=params,
+                shown=url,
+            )
+            doc = json.loads(answer.body)
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
+            raise SourceError(f"prometheus {url}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        error = doc.get("error") if isinstance(doc, dict) else None
+        raise SourceError(
+            f"prometheus {url}: {error or answer.body[:200].decode(errors='replace')}"
         )
-        doc = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise SourceError(f"prometheus {url}: {exc}") from None
-    if doc.get("status") != "success":
-        raise SourceError(f"prometheus {url}: {doc.get('error', response.text[:200])}")
-    return [
-        float(value)
-        for series in doc["data"]["result"]
-        for _, value in series["values"]
-        if value not in ("NaN", "+Inf", "-Inf")
-    ]
+    try:
+        return [
+            float(value)
+            for series in doc["data"]["result"]
+            for _, value in series["values"]
+            if value not in ("NaN", "+Inf", "-Inf")
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SourceError(f"prometheus {url}: not a range query answer ({exc})") from None
 
 
 # --------------------------------------------------------------------------- the command

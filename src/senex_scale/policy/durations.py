@@ -21,7 +21,7 @@ _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 def parse_duration(value: object) -> float:
     """Seconds in ``value``: a duration string, or a bare non-negative number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f'{value!r} is not a duration (e.g. "5m")')
+        raise ValueError(f'{"true" if value else "false"} is not a duration (e.g. "5m")')
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             shown = "nan" if math.isnan(value) else "inf"
@@ -36,6 +36,11 @@ def parse_duration(value: object) -> float:
         raise ValueError(f'{kind} is not a duration (e.g. "5m")')
     text = value.strip()
     if not _WHOLE.fullmatch(text):
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            raise ValueError(
+                f'"{value}" is not a duration: give a unit (e.g. "{text}s"), '
+                "or write seconds without quotes"
+            )
         raise ValueError(f'"{value}" is not a duration (e.g. "5m")')
     return _bounded(sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)), f'"{value}"')
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
@@ -135,7 +136,7 @@ def validate_policy(
     data: dict[str, Any], *, source: str = "<policy>", checks: Sequence[Check] = ()
 ) -> Policy:
     """Validate an already parsed policy mapping."""
-    references = cross_check(data)
+    references = nothing_to_do(data) + cross_check(data)
     for check in checks:
         references += check(data)
     try:
@@ -145,6 +146,25 @@ def validate_policy(
     if references:
         raise PolicyError(source, references)
     return policy
+
+
+def nothing_to_do(data: Mapping[str, Any]) -> list[str]:
+    """The problem of a policy that could never act: no pools to scale and no rules.
+
+    Pools are what the controller scales (their bounds and schedules act even without rules);
+    a policy without pools may still be useful with action rules (notify a person, run a
+    runbook). With neither, ``run`` would tick forever doing nothing: most likely the wrong
+    file, or every table misspelt (``[pool.web]``), which the unknown-key message names too.
+    """
+    pools, rules = data.get("pools"), data.get("rules")
+    no_pools = pools is None or (isinstance(pools, dict) and not pools)
+    no_rules = rules is None or (isinstance(rules, list) and not rules)
+    if no_pools and no_rules:
+        return [
+            "nothing to do: the policy has no [pools.NAME] table to scale and no [[rules]] "
+            "(senex-scale policy default prints a complete policy)"
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- cross references
@@ -214,17 +234,17 @@ def cross_check(data: dict[str, Any]) -> list[str]:
             raw_pool = (raw_pools or {}).get(pool)
             low = schedule.get("min")
             high = raw_pool.get("max") if isinstance(raw_pool, dict) else None
-            if (
-                isinstance(low, int)
-                and isinstance(high, int)
-                and low > high
-                and schedule.get("max") is None
-            ):
+            if _integer(low) and _integer(high) and low > high and schedule.get("max") is None:
                 problems.append(
                     f"schedules[{i}].min: {low} is above pool {pool}'s max "
                     f"({high}); raise max in the schedule too"
                 )
     return problems
+
+
+def _integer(value: object) -> TypeGuard[int]:
+    """A TOML integer (``true`` is not 1 here: the model reports it)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _host_references(data: dict[str, Any], raw_pools: Any) -> list[str]:
@@ -283,17 +303,22 @@ _EXPECTED: dict[str, str] = {
     "iterable_type": "an array",
     "string_type": "a string",
     "string_sub_type": "a string",
-    "int_type": "a whole number",
-    "int_parsing": "a whole number",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
     "finite_number": "a finite number (not nan or inf)",
     "path_type": "a path (a string)",
     "url_type": "a URL (a string)",
 }
+_SCALARS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+"""Errors of the strict integer, number and boolean fields, and what each field wants."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BOUNDS = {
     "greater_than": "more than",
     "greater_than_equal": "at least",
@@ -366,6 +391,8 @@ def _message(err: Any, language: Language) -> str:
         return f"{shown}: expected {_TABLE[language]}"
     if kind in _EXPECTED:
         return f"{shown}: expected {_EXPECTED[kind]}"
+    if kind in _SCALARS:
+        return _wrong_scalar(_SCALARS[kind], given, language)
     if kind in ("literal_error", "enum"):
         choices = [
             c.strip(" '") for c in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
@@ -393,6 +420,31 @@ def _message(err: Any, language: Language) -> str:
         return f"{shown} does not have the expected form ({ctx.get('pattern')})"
     message = str(err["msg"]).removeprefix("Input should be ")
     return f"{shown}: expected {message}"
+
+
+def _wrong_scalar(expected: str, given: object, language: Language) -> str:
+    """``must be an integer, not the string "2" (write 2 without quotes)``.
+
+    A number or boolean written in quotes, a float where an integer belongs, a boolean where a
+    number belongs: the fields are strict, so the message says what was given and, when the
+    fix is obvious, how to write it.
+    """
+    hint = ""
+    if isinstance(given, str):
+        text = given.strip()
+        what = f"the string {_show(given, language)}"
+        fits = {
+            "an integer": _INTEGER.fullmatch(text),
+            "a number": _NUMBER.fullmatch(text),
+            "true or false": text in ("true", "false"),
+        }[expected]
+        if fits and len(text) <= 30:
+            hint = f" (write {text} without quotes)"
+    else:
+        what = _show(given, language)
+        if expected == "an integer" and isinstance(given, float) and given.is_integer():
+            hint = f" (write {int(given)})" if abs(given) < 1e15 else ""
+    return f"must be {expected}, not {what}{hint}"
 
 
 def _one_line(message: str) -> str:

@@ -18,6 +18,7 @@ Shape of a policy::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -35,6 +36,8 @@ from pydantic import (
     Discriminator,
     Field,
     StrictBool,
+    StrictFloat,
+    StrictInt,
     Tag,
     field_validator,
     model_validator,
@@ -67,7 +70,10 @@ class Model(BaseModel):
     """Base of every policy model: frozen, unknown keys rejected, TOML names as aliases.
 
     Numbers are finite: TOML allows ``nan`` and ``inf``, and either one would reach the core's
-    arithmetic (a NaN threshold never fires, an infinite interval never ticks).
+    arithmetic (a NaN threshold never fires, an infinite interval never ticks). Integers,
+    numbers and booleans are strict (``StrictInt``, ``StrictFloat``, ``StrictBool``): ``"2"``,
+    ``2.0`` or ``true`` is not an integer, ``"70"`` not a number, ``"yes"`` or ``1`` not a
+    boolean; pydantic's lax mode would quietly convert them and hide the mistake.
     """
 
     model_config = ConfigDict(
@@ -79,6 +85,22 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"/[!-~]*")
 _QUEUE = re.compile(r"[A-Za-z0-9_.:-]+")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def show_value(value: object) -> str:
+    """A value as a TOML file writes it, for messages: "text", 5, true, a table, an array."""
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    text = str(value)
+    return text if len(text) <= 30 else "a number too large"
 
 
 def _names(value: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +126,14 @@ def _listen(value: str) -> str:
         raise ValueError(f'"{value}" is not HOST:PORT with a port 0..65535 (e.g. "127.0.0.1:9308")')
     if any(c.isspace() or not c.isprintable() for c in host):
         raise ValueError(f'"{value}": the host has spaces or control characters')
+    return value
+
+
+def _allowed_host(value: str) -> str:
+    if not is_host(value.removeprefix("*.")):
+        raise ValueError(
+            f'{json.dumps(value)} is not a host name or *.suffix (e.g. "senex.internal")'
+        )
     return value
 
 
@@ -148,6 +178,14 @@ class Controller(Model):
     token_env: Annotated[str | None, AfterValidator(_env_name)] = None
     """Environment variable holding the status page's write token (pause/resume). Without
     one the page is read-only."""
+    read_token_env: Annotated[str | None, AfterValidator(_env_name)] = None
+    """Environment variable holding a token every read of the status page, its API and
+    /metrics then needs (bearer, or a cookie set by ``/?token=``). Without one, reading needs
+    none: keep ``listen`` on loopback or a private network."""
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_allowed_host)], ...] = ()
+    """Names the status page is served under besides IP addresses, ``localhost`` and this
+    machine's own name (``"senex.internal"``, ``"*.ops.example.com"``); any other ``Host`` is
+    refused, so a web page cannot rebind its own domain to the page (DNS rebinding)."""
     backoff: PositiveDuration = 60.0
     """First wait after a failed scale action before the pool is tried again; doubles per
     consecutive failure up to 16 times this."""
@@ -230,10 +268,29 @@ class BalancerSpec(_PluginSpec):
 # --------------------------------------------------------------------------- hosts
 
 
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def is_host(value: str) -> bool:
+    """An IP address, or a DNS name: dot-separated labels of letters, digits, "-" and "_"
+    (ssh aliases use "_"), a trailing dot allowed. Nothing else reaches ssh, HAProxy's runtime
+    API (where ";" ends a command and a newline the request) or an nginx ``server`` line."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        labels = value.removesuffix(".").split(".")
+        return 0 < len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+    return True
+
+
 def _host_name(value: str) -> str:
-    """A DNS name or an IP address: what ssh connects to and instances answer on."""
-    if not value or value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
-        raise ValueError(f'"{value}" is not a host name (no spaces, not starting with "-")')
+    """A DNS name or an IP address (``is_host``): what ssh connects to, instances answer on
+    and the balancers are given as the instances' address."""
+    if not is_host(value):
+        raise ValueError(
+            f"{json.dumps(value)} is not a host name or IP address (letters, digits, "
+            '"-", "_" and dots, e.g. "web01.example.com", or "10.0.0.11")'
+        )
     return value
 
 
@@ -249,20 +306,26 @@ def _user_name(value: str) -> str:
     return value
 
 
-def _pid_or_file(value: int | str) -> int | str:
-    if isinstance(value, int):
+def _pid_or_file(value: object) -> int | str:
+    """A PID (an integer, never a boolean) or the absolute path of a file holding one."""
+    if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
             raise ValueError("a PID must be greater than 0")
         return value
-    if not value.startswith("/"):
-        raise ValueError(f'"{value}" is neither a PID nor the absolute path of a PID file')
-    return value
+    if isinstance(value, str):
+        if not value.startswith("/"):
+            raise ValueError(f'"{value}" is neither a PID nor the absolute path of a PID file')
+        return value
+    raise ValueError(
+        f"must be a PID (an integer) or the absolute path of a PID file, not {show_value(value)}"
+    )
 
 
 HostName = Annotated[str, AfterValidator(_host_name)]
 SshOption = Annotated[str, AfterValidator(_ssh_option)]
 UserName = Annotated[str, AfterValidator(_user_name)]
-PidOrFile = Annotated[int | str, AfterValidator(_pid_or_file)]
+PidOrFile = Annotated[int | str, BeforeValidator(_pid_or_file)]
+"""``nsenter``: a PID or a PID file (checked before the union, so ``true`` is not PID 1)."""
 
 
 class Host(Model):
@@ -279,7 +342,7 @@ class Host(Model):
     ssh_host: HostName | None = None
     """ssh to this name instead of ``address`` (a private interface, an ssh_config alias)."""
     ssh_user: UserName | None = None
-    ssh_port: int | None = Field(default=None, ge=1, le=65535)
+    ssh_port: StrictInt | None = Field(default=None, ge=1, le=65535)
     ssh_identity: str | None = Field(default=None, min_length=1)
     """A private key file (``ssh -i``)."""
     known_hosts: str | None = Field(default=None, min_length=1)
@@ -323,7 +386,7 @@ class PoolHost(Model):
     """One host a pool may run on, and how many of its instances at most."""
 
     name: str = Field(min_length=1)
-    max: int | None = Field(default=None, ge=1)
+    max: StrictInt | None = Field(default=None, ge=1)
     """At most this many of the pool's instances on this host (default: the pool's
     ``max_per_host``, else no limit but the pool's ``max``)."""
 
@@ -351,8 +414,9 @@ def _parse_port_scheme(value: object) -> int:
                 'e.g. "8000 + n")'
             )
         return base
+    shown = repr(value) if isinstance(value, str) else show_value(value)
     raise ValueError(
-        f'{value!r} is not a port scheme (e.g. "8000 + n": instance n listens on 8000+n)'
+        f'{shown} is not a port scheme (e.g. "8000 + n": instance n listens on 8000+n)'
     )
 
 
@@ -373,8 +437,12 @@ def _parse_step(value: object) -> int | float:
         else:
             if 0 < pct <= 1000:
                 return pct / 100.0
-    shown = f'"{value}"' if isinstance(value, str) else repr(value)
-    raise ValueError(f'{shown} is not a step: use a count >= 1 or a percent like "50%"')
+    hint = ""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        hint = f" (write {value.strip()} without quotes for a count)"
+    raise ValueError(
+        f'{show_value(value)} is not a step: use a count >= 1 or a percent like "50%"{hint}'
+    )
 
 
 Step = Annotated[int | float, BeforeValidator(_parse_step)]
@@ -391,8 +459,8 @@ def step_size(step: int | float, current: int) -> int:
 class RateLimit(Model):
     """At most ``instances`` (or ``percent`` of the count at the period's start) per ``period``."""
 
-    instances: int | None = Field(default=None, ge=1)
-    percent: float | None = Field(default=None, gt=0)
+    instances: StrictInt | None = Field(default=None, ge=1)
+    percent: StrictFloat | None = Field(default=None, gt=0)
     period: Duration = 15.0
 
     @model_validator(mode="after")
@@ -417,7 +485,7 @@ def _hpa_scale_in_limits() -> tuple[RateLimit, ...]:
 class Fallback(Model):
     """What to do when every metric of a pool has been missing for ``after``."""
 
-    count: int = Field(ge=0)
+    count: StrictInt = Field(ge=0)
     """Scale out to at least this many instances (never in: missing data is not low load)."""
     after: Duration = 300.0
 
@@ -434,8 +502,8 @@ class Pool(Model):
     health: str = "/health/"
     queues: tuple[str, ...] = ()
     """Celery queues a worker pool consumes (queue-specific workers)."""
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
+    min: StrictInt = Field(ge=0)
+    max: StrictInt = Field(ge=1)
     priority: Priority = Priority.MEDIUM
     """Priority of bound-driven changes (min/max, schedules) when no rule drove the decision."""
     drain_timeout: PositiveDuration = 120.0
@@ -456,7 +524,7 @@ class Pool(Model):
     hosts: tuple[PoolHostEntry, ...] = ()
     """The hosts (names of ``[hosts]``) the pool may run on: ``["web01", "web02"]`` or
     ``[{ name = "web01", max = 4 }, ...]``. Empty: one host, where the runtime says."""
-    max_per_host: int | None = Field(default=None, ge=1)
+    max_per_host: StrictInt | None = Field(default=None, ge=1)
     """Default per-host maximum of ``hosts``."""
     placement: Literal["spread"] = "spread"
     """Where a new instance goes: spread = the reachable host with the fewest of the pool's
@@ -540,8 +608,8 @@ class Metric(Model):
 class Condition(Model):
     """One side of a threshold: ``above`` or ``below`` a value for a sustained window."""
 
-    above: float | None = None
-    below: float | None = None
+    above: StrictFloat | None = None
+    below: StrictFloat | None = None
     for_: Duration = Field(default=0.0, alias="for")
     """Every sample in the last ``for`` must breach (Prometheus ``for:``); 0s: the newest one."""
     step: Step = 1
@@ -626,13 +694,19 @@ class ThresholdRule(_RuleBase):
 class Tolerance(Model):
     """HPA tolerance per direction: no change while |value/target - 1| is within it."""
 
-    scale_out: float = Field(default=0.1, ge=0, lt=1)
-    scale_in: float = Field(default=0.1, ge=0, lt=1)
+    scale_out: StrictFloat = Field(default=0.1, ge=0, lt=1)
+    scale_in: StrictFloat = Field(default=0.1, ge=0, lt=1)
 
 
 def _tolerance(value: object) -> object:
+    """One number for both directions, or a table of them; a string or boolean is neither."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return {"scale_out": value, "scale_in": value}
+    if isinstance(value, str | bool):
+        shown = f"the string {show_value(value)}" if isinstance(value, str) else show_value(value)
+        raise ValueError(
+            f"must be a number (e.g. 0.1) or a table of scale_out and scale_in, not {shown}"
+        )
     return value
 
 
@@ -647,7 +721,7 @@ class ScalingRules(Model):
     policies: tuple[RateLimit, ...] | None = None
     """Pods (``instances``) or Percent (``percent``) per ``period``; default scale-up
     max(100 %, 4 instances) per 15 s, scale-down 100 % per 15 s."""
-    tolerance: float | None = Field(default=None, ge=0)
+    tolerance: StrictFloat | None = Field(default=None, ge=0)
     """Tolerance of this direction (Kubernetes 1.33); default the rule's ``tolerance``. 1 or
     more is allowed: a scale-down tolerance of 1 never scales down."""
 
@@ -684,7 +758,7 @@ class TargetRule(_RuleBase):
 
     type: Literal["target"] = "target"
     pool: str
-    target: float = Field(gt=0)
+    target: StrictFloat = Field(gt=0)
     target_type: Literal["average", "total", "utilization", "average_value", "value"] = "average"
     tolerance: Annotated[Tolerance, BeforeValidator(_tolerance)] = Tolerance()
     mode: Literal["default", "hpa"] = "default"
@@ -762,6 +836,10 @@ class Runbook(Model):
     type: Literal["runbook"] = "runbook"
     argv: tuple[str, ...] = Field(min_length=1)
     timeout: PositiveDuration = 600.0
+    env: tuple[Annotated[str, AfterValidator(_env_name)], ...] = ()
+    """Names of the controller's environment variables the command also gets (``HOME``,
+    ``ANSIBLE_CONFIG``). Besides these it gets only ``PATH`` and the decision (``SENEX_*``):
+    the controller's own secrets (tokens, the sources' passwords) stay out."""
 
     @field_validator("argv")
     @classmethod
@@ -840,8 +918,8 @@ class Schedule(Model):
     end: str
     timezone: str = "UTC"
     calendar: str | None = None
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=1)
+    min: StrictInt | None = Field(default=None, ge=0)
+    max: StrictInt | None = Field(default=None, ge=1)
 
     @field_validator("timezone")
     @classmethod

@@ -34,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     ValidationError,
     model_validator,
 )
@@ -52,7 +53,11 @@ class InventoryError(PolicyError):
 
 
 class Model(BaseModel):
-    """Base of every inventory model: frozen, unknown keys rejected ("did you mean")."""
+    """Base of every inventory model: frozen, unknown keys rejected ("did you mean").
+
+    Integers and booleans are strict (``StrictInt``, ``StrictBool``): ``quorum = "2"`` or
+    ``ip_hash = "yes"`` is refused by its path, never converted on its way into a config file.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -366,7 +371,7 @@ Time = Annotated[str, AfterValidator(_time)]
 """A time for nginx, HAProxy and podman: a number and ms, s, m or h."""
 Address = Annotated[str, AfterValidator(_address)]
 AbsPath = Annotated[str, AfterValidator(_absolute)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Image = Annotated[str, AfterValidator(_image)]
 """An OCI image reference: ``[REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST]``."""
 UrlPath = Annotated[str, AfterValidator(_url_path)]
@@ -534,12 +539,12 @@ class PoolSpec(Model):
     """Port Daphne listens on inside the container."""
     health: UrlPath = "/health/"
     health_interval: Time = "30s"
-    min: int = Field(default=1, ge=0)
-    max: int = Field(default=5, ge=1)
+    min: StrictInt = Field(default=1, ge=0)
+    max: StrictInt = Field(default=5, ge=1)
     queues: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ...] = ()
     """worker only: the Celery queues it consumes (queue-specific workers)."""
-    concurrency: int | None = Field(default=None, ge=1)
-    max_tasks_per_child: int | None = Field(default=None, ge=1)
+    concurrency: StrictInt | None = Field(default=None, ge=1)
+    max_tasks_per_child: StrictInt | None = Field(default=None, ge=1)
     command: tuple[Word, ...] = ()
     """Override the container command; default Daphne (web) or ``celery worker`` (worker)."""
     limits: Limits = Limits()
@@ -598,7 +603,7 @@ class Replication(Model):
 
     user: Name = "replicator"
     password: SecretRef
-    max_wal_senders: int = Field(default=5, ge=1)
+    max_wal_senders: StrictInt = Field(default=5, ge=1)
     wal_keep_size: Annotated[str, Field(pattern=r"^\d+(?:kB|MB|GB|TB)$")] = "1GB"
     slots: StrictBool = True
     """One physical replication slot per replica, so the primary keeps WAL a replica needs."""
@@ -617,7 +622,7 @@ class Postgres(Model):
     listen_addresses: Annotated[str, AfterValidator(_address_list(","))] = "*"
     client_cidrs: tuple[Annotated[str, AfterValidator(_subnet)], ...] = ()
     """Networks besides the PgBouncer hosts that may log in (pg_hba ``host`` lines)."""
-    max_connections: int = Field(default=100, ge=10)
+    max_connections: StrictInt = Field(default=100, ge=10)
     limits: Limits = Limits()
 
 
@@ -628,14 +633,14 @@ class PgBouncer(Model):
     listen_addr: Annotated[str, AfterValidator(_address_list(","))] = "*"
     pool_mode: Literal["transaction", "session", "statement"] = "transaction"
     """transaction: what Django needs with CONN_MAX_AGE and no server-side cursors."""
-    max_client_conn: int = Field(default=200, ge=1)
-    default_pool_size: int = Field(default=25, ge=1)
-    reserve_pool_size: int = Field(default=5, ge=0)
-    reserve_pool_timeout: int = Field(default=3, ge=0)
-    server_idle_timeout: int = Field(default=600, ge=0)
-    server_lifetime: int = Field(default=3600, ge=0)
-    server_login_retry: int = Field(default=15, ge=0)
-    client_login_timeout: int = Field(default=60, ge=0)
+    max_client_conn: StrictInt = Field(default=200, ge=1)
+    default_pool_size: StrictInt = Field(default=25, ge=1)
+    reserve_pool_size: StrictInt = Field(default=5, ge=0)
+    reserve_pool_timeout: StrictInt = Field(default=3, ge=0)
+    server_idle_timeout: StrictInt = Field(default=600, ge=0)
+    server_lifetime: StrictInt = Field(default=3600, ge=0)
+    server_login_retry: StrictInt = Field(default=15, ge=0)
+    client_login_timeout: StrictInt = Field(default=60, ge=0)
     admin_users: tuple[Name, ...] = ()
     stats_users: tuple[Name, ...] = ()
     auth_file: AbsPath = "/etc/pgbouncer/userlist.txt"
@@ -664,11 +669,11 @@ class Sentinel(Model):
     port: Port = 26379
     bind: Annotated[str, AfterValidator(_address_list(" ", dash=True))] = "* -::*"
     master_name: Name = "senex-redis"
-    quorum: int = Field(default=2, ge=1)
-    down_after_milliseconds: int = Field(default=5000, ge=100)
-    failover_timeout: int = Field(default=10000, ge=100)
+    quorum: StrictInt = Field(default=2, ge=1)
+    down_after_milliseconds: StrictInt = Field(default=5000, ge=100)
+    failover_timeout: StrictInt = Field(default=10000, ge=100)
     """Milliseconds (Sentinel's unit)."""
-    parallel_syncs: int = Field(default=1, ge=1)
+    parallel_syncs: StrictInt = Field(default=1, ge=1)
     password: SecretRef | None = None
     """Sentinel's own ``requirepass`` (clients' ``SENTINEL_KWARGS``); also used between them."""
     dir: AbsPath = "/var/lib/redis-sentinel"
@@ -687,9 +692,9 @@ class Nginx(Model):
     upstream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "django_backend"
     pool: Name = "django"
     ip_hash: StrictBool = True
-    max_fails: int = Field(default=3, ge=0)
+    max_fails: StrictInt = Field(default=3, ge=0)
     fail_timeout: Time = "30s"
-    keepalive: int = Field(default=32, ge=0)
+    keepalive: StrictInt = Field(default=32, ge=0)
     worker_shutdown_timeout: Time = "120s"
     """How long old workers keep serving (WebSockets) after a reload before they are closed."""
     websocket_path: UrlPath = "/ws/"
@@ -716,7 +721,7 @@ class HAProxy(Model):
 
 def _webhook(value: str) -> str:
     if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f\"'\\]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{_quoted(value)} is not an http(s) URL")
     return value
 
 
@@ -776,7 +781,7 @@ class Schedule(Model):
     pool: Name
     on_calendar: Annotated[str, AfterValidator(_calendar)]
     """systemd ``OnCalendar=`` (e.g. "Mon..Fri 08:00"); deployment.timezone is appended."""
-    count: int = Field(ge=0)
+    count: StrictInt = Field(ge=0)
 
 
 class Inventory(Model):
@@ -1010,7 +1015,8 @@ def _schedule_references(data: Mapping[str, Any], pools: Mapping[str, Any]) -> l
             continue
         low = _value(pool, PoolSpec, "min", int)
         high = _value(pool, PoolSpec, "max", int)
-        in_range = low is None or high is None or not isinstance(count, int) or low <= count <= high
+        whole = isinstance(count, int) and not isinstance(count, bool)
+        in_range = low is None or high is None or not whole or low <= count <= high
         if not in_range:
             problems.append(
                 f"schedules[{i}].count: {count} is outside pools.{pool_name}'s "
@@ -1046,7 +1052,8 @@ def _port_clashes(
                 continue
             section, model, field = defaults[service]
             port = overrides.get(service) if service != "nginx" else None
-            port = port if isinstance(port, int) else _value(section, model, field, int)
+            whole = isinstance(port, int) and not isinstance(port, bool)
+            port = port if whole else _value(section, model, field, int)
             if port is None:
                 continue
             if port in used:

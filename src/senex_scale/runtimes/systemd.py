@@ -47,18 +47,18 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, StrictInt, model_validator
 
 from senex_scale.errors import PermanentError, TemporaryError
-from senex_scale.policy.models import Host, Pool
+from senex_scale.policy.models import Host, HostName, PidOrFile, Pool, SshOption, UserName
 from senex_scale.runtimes.base import RuntimeInstance, UnitState, instance_address
 from senex_scale.runtimes.transport import (
     Completed,
     LocalTransport,
     NsenterTransport,
+    PidFileTransport,
     SshTransport,
     Transport,
     run,
@@ -203,46 +203,18 @@ def _unit(value: str) -> str:
     return value
 
 
-def _host(value: str) -> str:
-    if not value or value.startswith("-") or any(c.isspace() for c in value):
-        raise ValueError(f'"{value}" is not a host name (no spaces, not starting with "-")')
-    return value
-
-
-def _ssh_option(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*=\S.*", value):
-        raise ValueError(f'"{value}" is not an ssh option "Key=Value" (e.g. "Port=2222")')
-    return value
-
-
-def _user(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", value):
-        raise ValueError(f'"{value}" is not a user name')
-    return value
-
-
-def _nsenter(value: int | str) -> int | str:
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("a PID must be greater than 0")
-        return value
-    if not value.startswith("/"):
-        raise ValueError(f'"{value}" is neither a PID nor the absolute path of a PID file')
-    return value
-
-
 class SystemdSettings(Settings):
     """``[pools.NAME] runtime = { type = "systemd", ... }`` without ``type``."""
 
     unit: Annotated[str, AfterValidator(_unit)]
     scope: Literal["system", "user"] = "system"
-    host: Annotated[str, AfterValidator(_host)] | None = None
-    ssh_user: Annotated[str, AfterValidator(_user)] | None = None
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host: HostName | None = None
+    ssh_user: UserName | None = None
+    ssh_port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     ssh_identity: str | None = None
-    ssh_options: tuple[Annotated[str, AfterValidator(_ssh_option)], ...] = ()
-    nsenter: Annotated[int | str, AfterValidator(_nsenter)] | None = None
-    instance_host: Annotated[str, AfterValidator(_host)] | None = None
+    ssh_options: tuple[SshOption, ...] = ()
+    nsenter: PidOrFile | None = None
+    instance_host: HostName | None = None
     systemctl: str = Field(default="systemctl", min_length=1)
     timeout: Timeout = 15.0
     start_timeout: Timeout = 120.0
@@ -343,16 +315,10 @@ class SystemdRuntime:
             return LocalTransport()
         if isinstance(s.nsenter, int):
             return NsenterTransport(s.nsenter)
-        where = f"pools.{self.pool}.runtime.nsenter"
         try:
-            text = Path(s.nsenter).read_text().strip()
-        except OSError as exc:
-            raise TemporaryError(
-                f"{where}: cannot read {s.nsenter} ({exc.strerror or exc}): is the container up?"
-            ) from exc
-        if not text.isdigit() or int(text) <= 0:
-            raise TemporaryError(f"{where}: {s.nsenter} holds no PID ({text[:40]!r})")
-        return NsenterTransport(int(text))
+            return PidFileTransport(s.nsenter).resolve()
+        except TemporaryError as exc:
+            raise TemporaryError(f"pools.{self.pool}.runtime.nsenter: {exc}") from exc
 
     # ------------------------------------------------------------------ systemctl
 

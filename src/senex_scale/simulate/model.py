@@ -33,16 +33,16 @@ disk stays flat; they feed the matrix's notify/runbook rules.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from senex_scale.errors import InputError
+from senex_scale.policy.loading import format_errors, load_toml, read_input
 from senex_scale.policy.models import Duration, Policy
 from senex_scale.simulate.trace import Trace
 
@@ -50,28 +50,32 @@ Array = npt.NDArray[np.float64]
 
 
 class PoolModel(BaseModel):
-    """Capacity of one pool's instances (see the module docstring for the equations)."""
+    """Capacity of one pool's instances (see the module docstring for the equations).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Numbers are strict and finite, as in the policy: ``"60"``, ``true`` or ``inf`` is refused
+    by its path, not converted (an infinite noise or capacity would reach the simulation).
+    """
 
-    rps_per_instance: float = Field(default=60.0, gt=0)
-    ws_per_instance: float = Field(default=2500.0, gt=0)
-    ws_cpu_per_1000: float = Field(default=8.0, ge=0)
-    base_cpu: float = Field(default=3.0, ge=0, lt=100)
-    tasks_per_minute: float = Field(default=120.0, gt=0)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    rps_per_instance: StrictFloat = Field(default=60.0, gt=0)
+    ws_per_instance: StrictFloat = Field(default=2500.0, gt=0)
+    ws_cpu_per_1000: StrictFloat = Field(default=8.0, ge=0)
+    base_cpu: StrictFloat = Field(default=3.0, ge=0, lt=100)
+    tasks_per_minute: StrictFloat = Field(default=120.0, gt=0)
     queue_wait_slo: Duration = 60.0
     startup: Duration = 40.0
     drain: Duration = 20.0
-    cpu_noise: float = Field(default=3.0, ge=0)
-    target_utilisation: float = Field(default=0.8, gt=0, le=1)
+    cpu_noise: StrictFloat = Field(default=3.0, ge=0)
+    target_utilisation: StrictFloat = Field(default=0.8, gt=0, le=1)
 
 
 class SimModel(BaseModel):
     """Capacity models by pool name; pools not named get the defaults."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    seed: int = 7
+    seed: StrictInt = 7
     pools: dict[str, PoolModel] = {}
 
     def pool(self, name: str) -> PoolModel:
@@ -79,21 +83,31 @@ class SimModel(BaseModel):
         return self.pools.get(name) or PoolModel()
 
 
+MAX_MODEL_BYTES = 1 << 20
+"""Largest capacity-model file read (1 MiB): a model is a few lines per pool."""
+
+
 def load_model(path: str | Path | None) -> SimModel:
-    """Read a capacity-model TOML file (None: all defaults)."""
+    """Read a capacity-model TOML file (None: all defaults); ``InputError`` names the file.
+
+    Read like a policy (``read_input`` and ``load_toml``): a directory, a missing file, bytes
+    that are not UTF-8, a file over ``MAX_MODEL_BYTES`` or nesting too deep is one problem
+    naming the file; field problems are listed one per line with their dotted paths.
+    """
     if path is None:
         return SimModel()
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_toml(read_input(Path(path), limit=MAX_MODEL_BYTES))
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    try:
         return SimModel.model_validate(data)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
     except ValidationError as exc:
-        from senex_scale.policy.loading import format_errors
-
-        raise InputError(f"{path}: " + "; ".join(format_errors(exc, SimModel))) from None
+        problems = format_errors(exc, SimModel)
+    if len(problems) == 1:
+        raise InputError(f"{path}: {problems[0]}")
+    body = "\n".join(f"  {p}" for p in problems)
+    raise InputError(f"{path}: {len(problems)} problems\n{body}")
 
 
 class PoolLoad:

@@ -225,6 +225,16 @@ def read_trace(path: str | Path) -> Trace:
     return parse_trace(text, name=path.stem, source=source)
 
 
+BUNDLED = Path(__file__).with_name("traces")
+"""The bundled traces: package data in the wheel; the checkout's ``traces/`` links here."""
+
+
+def bundled_trace(name: str) -> Path | None:
+    """The bundled trace called ``name`` (``trading-day``, ``news-day``, ...), or None."""
+    path = BUNDLED / f"{name}.csv"
+    return path if name in {p.stem for p in BUNDLED.glob("*.csv")} else None
+
+
 def parse_trace(text: str, *, name: str = "trace", source: str = "<trace>") -> Trace:
     """Parse trace CSV ``text``; ``source`` names it in errors and warnings."""
     lines = text.splitlines()

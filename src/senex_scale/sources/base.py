@@ -39,6 +39,9 @@ class MetricRequest:
     hosts: tuple[str, ...] = ()
     """Addresses of the pool's hosts (a pool on several hosts): a series names an instance
     only when its ``host:port`` is on one of them."""
+    targets: tuple[tuple[str, str], ...] | None = None
+    """``(instance, "host:port")`` of each instance the pool's runtime reports running, for
+    sources that ask the instances themselves (``scrape``); None: not listed by the caller."""
 
 
 class MetricSource(Protocol):

@@ -37,7 +37,7 @@ import json
 from bisect import bisect
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError, SourceError
@@ -57,11 +57,11 @@ _SCAN_COUNT = 1000
 class CeleryRedisSettings(RedisConnectionSettings):
     """``[sources.NAME] type = "celery-redis"``; mirror the app's broker_transport_options."""
 
-    priority_steps: tuple[int, ...] = PRIORITY_STEPS
+    priority_steps: tuple[StrictInt, ...] = PRIORITY_STEPS
     separator: str = Field(default=SEPARATOR, min_length=1)
     """kombu's ``sep`` transport option."""
     global_keyprefix: str = ""
-    count_unacked: bool = True
+    count_unacked: StrictBool = True
     """Also count tasks reserved by workers and not acknowledged yet."""
     unacked_key: str = Field(default=UNACKED_KEY, min_length=1)
     """kombu's ``unacked_key`` transport option (rarely changed)."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from senex_scale.core.state import Sample
 from senex_scale.sources.base import EnvName, MetricRequest, Settings, Timeout, parse_settings
@@ -65,7 +65,7 @@ class PgBouncerSettings(Settings):
     dsn: str = Field(repr=False)
     password_env: EnvName | None = None
     database: str | None = None
-    per_pool: bool = False
+    per_pool: StrictBool = False
     connect_timeout: Timeout = 3.0
     query_timeout: Timeout = 5.0
 

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import psutil
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import SourceError
@@ -108,13 +108,13 @@ class ProcessSettings(Settings):
     unit: str | None = None
     """cgroup: unit name template; default the pool runtime's ``unit``."""
     cgroup_path: str = DEFAULT_CGROUP_PATH
-    uid: int | None = Field(default=None, ge=0)
+    uid: StrictInt | None = Field(default=None, ge=0)
     match: str | None = None
     pidfile: str | None = None
     container: str | None = None
     podman_command: tuple[str, ...] = Field(default=("podman",), min_length=1)
     """argv prefix, e.g. ["sudo", "-u", "senex", "podman"] or ["podman", "--remote"]."""
-    instances: tuple[int, ...] | None = Field(default=None, min_length=1)
+    instances: tuple[StrictInt, ...] | None = Field(default=None, min_length=1)
     sample_interval: Timeout = 0.5
     """Seconds between the two readings of a first CPU query."""
     timeout: Timeout = 10.0

@@ -25,23 +25,44 @@ Results: a ``vector`` gives one sample per series, its instance id taken from th
 series without that label is a pool-level sample. A ``scalar`` is one pool-level sample.
 NaN and infinite values are skipped: missing, never zero.
 
-The HTTP settings and error mapping here (``HttpSettings``, ``http_client``,
+The HTTP settings and error mapping here (``HttpSettings``, ``http_client``, ``read_bounded``,
 ``transport_error``) are shared with the ``scrape`` source.
+
+Every read is bounded, because the server at the other end may be broken or hostile: a
+request may take ``deadline`` seconds in all (connect, headers and body: a server that
+trickles a byte just inside ``timeout`` is cut off there, not after every byte), and its body
+may be ``max_bytes`` long (streamed and counted, never read whole first; compressed answers
+are not asked for, so the count is what lands in memory).
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import math
 import os
 import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import httpcore
 import httpx
-from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError, SourceError
 from senex_scale.policy.models import Duration
+from senex_scale.settings import TlsVerify
 from senex_scale.sources.base import (
     EnvName,
     MetricRequest,
@@ -68,6 +89,12 @@ class HttpSettings(Settings):
 
     timeout: Timeout = 5.0
     """Seconds to wait for each phase (connect, send, each read) of a request."""
+    deadline: Timeout | None = None
+    """Seconds one request may take in all, connect to last byte; default twice ``timeout``.
+    A server that keeps sending a byte just inside ``timeout`` is cut off here."""
+    max_bytes: StrictInt = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest answer body read, in bytes (16 MiB: far above a query result or an instance's
+    /metrics); a bigger answer fails the query instead of filling the controller's memory."""
     bearer_token: Secret = None
     token_env: EnvName | None = None
     """Name of an environment variable holding the bearer token (read when the source is built)."""
@@ -75,8 +102,13 @@ class HttpSettings(Settings):
     password_env: EnvName | None = None
     username: str | None = Field(default=None, validate_default=True)
     """Basic authentication: ``username`` with ``password`` or ``password_env``."""
-    verify: bool | str = True
+    verify: TlsVerify = True
     """TLS certificate check: true (system CAs), false (no check) or the path of a CA bundle."""
+
+    @property
+    def total(self) -> float:
+        """The effective ``deadline`` in seconds."""
+        return self.deadline if self.deadline is not None else 2 * self.timeout
 
     @field_validator("token_env")
     @classmethod
@@ -122,14 +154,170 @@ def _env_secret(source: str, field: str, variable: str) -> str:
     return value
 
 
+# --------------------------------------------------------------------------- bounded reads
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "senex_http_deadline", default=None
+)
+"""``time.monotonic()`` by which the request running in this context must be done."""
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` shortened to the time left before the deadline; ``error`` once it passed."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write waits at most until the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wrapped = self._stream.start_tls(
+            ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)
+        )
+        return _DeadlineStream(wrapped)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, each connection wrapped in a ``_DeadlineStream``."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = super().connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over a pool that uses ``_DeadlineBackend``.
+
+    httpx has per-phase timeouts only (a trickle of bytes, headers included, keeps a request
+    alive indefinitely) and no option for httpcore's network backend, which is httpcore's
+    public extension point; so the pool httpx built is replaced by the same kind of pool with
+    that backend. The checks keep this honest should httpx rename its pool."""
+
+    def __init__(self, verify: bool | ssl.SSLContext) -> None:
+        super().__init__(verify=verify, trust_env=False)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("httpx.HTTPTransport changed: cannot bound request deadlines")
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=20,
+            max_keepalive_connections=10,
+            keepalive_expiry=5.0,
+            network_backend=_DeadlineBackend(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer read within the deadline and the byte cap."""
+
+    status: int
+    body: bytes
+
+
+def read_bounded(
+    client: httpx.Client,
+    source: str,
+    url: str,
+    settings: HttpSettings,
+    *,
+    params: Mapping[str, str] | None = None,
+    shown: str | None = None,
+) -> Answer:
+    """GET ``url`` with ``client`` (made by ``http_client``) in at most ``settings.total``
+    seconds and ``settings.max_bytes`` of body, streamed.
+
+    Over the deadline: a temporary ``SourceError`` (the server may be busy); over the cap or
+    a compressed body: a permanent one. Other transport failures are ``httpx.HTTPError`` as
+    usual (``transport_error`` maps them). ``shown``: the URL in messages (default ``url``).
+    """
+    shown = shown or url
+    total = settings.total
+    started = time.monotonic()
+    token = _DEADLINE.set(started + total)
+    try:
+        with client.stream("GET", url, params=params) as response:
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise SourceError(
+                    f"sources.{source}: {shown}: answered with Content-Encoding {encoding} "
+                    "although only identity was accepted",
+                    temporary=False,
+                )
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > settings.max_bytes:
+                raise _too_big(source, shown, settings.max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_raw():
+                size += len(chunk)
+                if size > settings.max_bytes:
+                    raise _too_big(source, shown, settings.max_bytes)
+                chunks.append(chunk)
+            return Answer(response.status_code, b"".join(chunks))
+    except httpx.TimeoutException as exc:
+        if time.monotonic() - started >= total - 0.01:
+            raise SourceError(
+                f"sources.{source}: {shown}: no complete answer within the {total:g}s deadline"
+            ) from exc
+        raise
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _too_big(source: str, url: str, limit: int) -> SourceError:
+    return SourceError(
+        f"sources.{source}: {url}: the answer is more than {limit} bytes (max_bytes)",
+        temporary=False,
+    )
+
+
 def http_client(source: str, settings: HttpSettings, *, accept: str) -> httpx.Client:
-    """A client with the settings' timeout, TLS and credentials (secrets resolved here).
+    """A client with the settings' timeout, TLS and credentials (secrets resolved here),
+    for ``read_bounded``.
 
     Environment proxies and ``.netrc`` are ignored (``trust_env=False``): these sources talk
     to servers next to the controller, and a proxy picked up from the environment would
-    see the credentials. Redirects are not followed, for the same reason.
+    see the credentials. Redirects are not followed, for the same reason. Only an
+    uncompressed answer is accepted (``Accept-Encoding: identity``), so the byte cap counts
+    what is held in memory.
     """
-    headers = {"Accept": accept}
+    headers = {"Accept": accept, "Accept-Encoding": "identity"}
     token: str | None = None
     if settings.bearer_token is not None:
         token = settings.bearer_token.get_secret_value()
@@ -156,11 +344,11 @@ def http_client(source: str, settings: HttpSettings, *, accept: str) -> httpx.Cl
         verify = settings.verify
     return httpx.Client(
         timeout=httpx.Timeout(settings.timeout),
-        verify=verify,
         auth=auth,
         headers=headers,
         follow_redirects=False,
         trust_env=False,
+        transport=_DeadlineTransport(verify),
     )
 
 
@@ -220,7 +408,7 @@ class PrometheusSettings(HttpSettings):
     """Base URL of Prometheus, e.g. ``http://127.0.0.1:9090`` (a path prefix is kept)."""
     instance_label: str = "instance"
     """The label whose ``host:port`` value names the instance (mapped by the pool's ports)."""
-    push_down_window: bool = False
+    push_down_window: StrictBool = False
     """Let Prometheus evaluate the rule's window: ``FUNCTION((Q)[W:])`` (see the module doc)."""
     push_down_function: Literal["min_over_time", "max_over_time", "avg_over_time"] = "min_over_time"
     push_down_resolution: Duration | None = None
@@ -289,10 +477,17 @@ class PrometheusSource:
             "timeout": promql_duration(self.settings.timeout),
         }
         try:
-            response = self._client.get(self.endpoint, params=params)
+            answer = read_bounded(
+                self._client,
+                self.name,
+                self.endpoint,
+                self.settings,
+                params=params,
+                shown=self.settings.url,
+            )
         except httpx.HTTPError as exc:
             raise transport_error(self.name, self.settings.url, self.settings.timeout, exc) from exc
-        data = self._data(response, request)
+        data = self._data(answer, request)
         return self._samples(data, request, now)
 
     def close(self) -> None:
@@ -306,31 +501,31 @@ class PrometheusSource:
             f"sources.{self.name}: rule {request.rule}: {message}", temporary=temporary
         )
 
-    def _data(self, response: httpx.Response, request: MetricRequest) -> dict[str, Any]:
+    def _data(self, response: Answer, request: MetricRequest) -> dict[str, Any]:
         url = self.settings.url
         try:
-            body = response.json()
-        except ValueError as exc:
-            if response.status_code != 200:
-                raise status_error(self.name, url, response.status_code) from exc
+            body = json.loads(response.body)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the stack
+            if response.status != 200:
+                raise status_error(self.name, url, response.status) from exc
             raise self._fail(
                 request, f"{url} did not answer with Prometheus API JSON", temporary=False
             ) from exc
         if isinstance(body, dict) and body.get("status") == "error":
-            kind = str(body.get("errorType", "")) or f"HTTP {response.status_code}"
+            kind = str(body.get("errorType", "")) or f"HTTP {response.status}"
             message = str(body.get("error", "")) or "no message"
             # bad_data (400: a PromQL syntax or type error), execution (422) and not_found
             # will fail the same way next time; timeout, canceled, unavailable and internal
             # (503/500) are Prometheus being busy or restarting.
-            temporary = response.status_code >= 500 or kind in (
+            temporary = response.status >= 500 or kind in (
                 "timeout",
                 "canceled",
                 "unavailable",
                 "internal",
             )
             raise self._fail(request, f"Prometheus {kind}: {message}", temporary=temporary)
-        if response.status_code != 200:
-            raise status_error(self.name, url, response.status_code)
+        if response.status != 200:
+            raise status_error(self.name, url, response.status)
         data = body.get("data") if isinstance(body, dict) else None
         if (
             not isinstance(body, dict)

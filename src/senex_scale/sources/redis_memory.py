@@ -61,7 +61,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SlaveNotFoundError
 from senex_scale.core.state import Sample
 from senex_scale.errors import PolicyError, SourceError
 from senex_scale.plugins import did_you_mean
-from senex_scale.policy.models import Duration
+from senex_scale.policy.models import Duration, show_value
 from senex_scale.sources.base import EnvName, MetricRequest, Settings, parse_settings
 
 __all__ = [
@@ -519,7 +519,9 @@ _FACTORS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 def parse_bytes(value: object) -> int:
     """Bytes in ``value``: an int, or "512MiB", "2GiB" (powers of 1024), "2GB" (of 1000)."""
     if isinstance(value, bool):
-        raise ValueError(f'{value!r} is not a size (e.g. 2147483648, "512MiB" or "2GiB")')
+        raise ValueError(
+            f'{"true" if value else "false"} is not a size (e.g. 2147483648, "512MiB" or "2GiB")'
+        )
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"{value} is not a size: it must be more than 0 bytes")
@@ -532,8 +534,7 @@ def parse_bytes(value: object) -> int:
             size = int(float(match.group(1)) * factor)
             if size > 0:
                 return size
-    shown = f'"{value}"' if isinstance(value, str) else repr(value)
-    raise ValueError(f'{shown} is not a size (e.g. 2147483648, "512MiB" or "2GiB")')
+    raise ValueError(f'{show_value(value)} is not a size (e.g. 2147483648, "512MiB" or "2GiB")')
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]

@@ -14,31 +14,36 @@ and the body is parsed with ``prometheus_client.parser.text_string_to_metric_fam
 
 The value of an instance is the sum of its matching samples (label sets that match).
 
-Which instances are asked: a source cannot see which instances run (``MetricRequest`` does
-not carry them), so it asks ``instances = [1, 2, ...]`` when set, otherwise every ``n`` in
-``1..pool.max``, and reads the answers like this:
+Which instances are asked: only those the pool's runtime reports *running*, at the address
+the runtime gives (the one the balancer and the health probe use): the request's
+``targets``, filled by the collector from the runtime. A port of the pool's range that no
+running instance owns is never asked: whoever listens there (another user's process) would
+get the bearer token and could inject a sample. ``instances = [1, 2, ...]`` narrows the
+running ones further; without a runtime listing (a pool without a runtime, a caller that did
+not list) it is the only way to name instances (at ``host``), and nothing is read without it.
 
-* connection refused: nothing listens on that port, the instance is not running: skipped;
+The answers are read like this:
+
+* connection refused: the instance stopped since it was listed: skipped;
 * an answer that parses: one sample (none when no sample matches the labels, or the value
   is NaN or infinite: missing, never zero);
-* a timeout, another connection error, an HTTP error or a body that does not parse on a
-  port that is listening: the whole query fails with ``SourceError``, because a partial
-  average over the instances that did answer would hide the sick one.
+* a timeout, another connection error, an HTTP error, a body over ``max_bytes`` or one that
+  does not parse: the whole query fails with ``SourceError``, because a partial average over
+  the instances that did answer would hide the sick one.
 
-When no instance answers at all the query fails too (temporary). Refused connections are
-immediate on loopback, so scanning up to ``pool.max`` costs next to nothing there; for a
-remote ``host`` behind a firewall that drops packets, list ``instances`` instead.
+When no instance runs, or none answers, the query fails too (temporary). Every request is
+bounded by ``deadline`` and ``max_bytes`` (``prometheus.read_bounded``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import SourceError
@@ -49,6 +54,7 @@ from senex_scale.sources.prometheus import (
     connection_refused,
     finite,
     http_client,
+    read_bounded,
     status_error,
     transport_error,
 )
@@ -62,8 +68,9 @@ class ScrapeSettings(HttpSettings):
     host: str = "127.0.0.1"
     scheme: Literal["http", "https"] = "http"
     path: str = "/metrics"
-    instances: tuple[int, ...] | None = Field(default=None, min_length=1)
-    """Instance numbers to read; unset: 1..pool.max, skipping those that refuse connections."""
+    instances: tuple[StrictInt, ...] | None = Field(default=None, min_length=1)
+    """Instance numbers to read, of those the runtime reports running; without a runtime
+    listing, the instances read at ``host`` (unset: the running ones only)."""
 
     @field_validator("path")
     @classmethod
@@ -140,7 +147,10 @@ def _label_test(label: str, op: str, value: str) -> Callable[[dict[str, str]], b
 
 
 class ScrapeSource:
-    """Reads one metric from each instance's ``/metrics`` (Prometheus text format)."""
+    """Reads one metric from each running instance's ``/metrics`` (Prometheus text format)."""
+
+    needs_targets: ClassVar[bool] = True
+    """Tells the collector to fill ``MetricRequest.targets`` from the pool's runtime."""
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name
@@ -152,10 +162,14 @@ class ScrapeSource:
         return f"ScrapeSource(name={self.name!r}, url='{s.scheme}://{s.host}:PORT{s.path}')"
 
     def url(self, port: int) -> str:
-        """The URL read for the instance listening on ``port``."""
+        """The URL read for the instance listening on ``port`` of ``host``."""
         s = self.settings
         host = f"[{s.host}]" if ":" in s.host else s.host
         return f"{s.scheme}://{host}:{port}{s.path}"
+
+    def url_at(self, address: str) -> str:
+        """The URL read for the instance at ``address`` ("host:port", "[v6]:port")."""
+        return f"{self.settings.scheme}://{address}{self.settings.path}"
 
     def query(self, request: MetricRequest, now: float) -> list[Sample]:
         """One sample per running instance of ``request.pool``."""
@@ -165,31 +179,29 @@ class ScrapeSource:
             raise self._fail(
                 request, f'metric.query "{request.metric.query}": {exc}', temporary=False
             ) from exc
-        base = self._port_base(request)
-        numbers = self.settings.instances or tuple(range(1, self._pool_max(request) + 1))
+        targets = self._targets(request)
+        if not targets:
+            raise self._fail(
+                request,
+                f"no instance of pool {request.pool_name} is running (as its runtime reports)",
+                temporary=True,
+            )
         samples: list[Sample] = []
         answered = 0
         names: set[str] = set()
-        if base + max(numbers) > 65535:
-            raise self._fail(
-                request,
-                f"instance {max(numbers)} would listen on port {base + max(numbers)}",
-                temporary=False,
-            )
-        for n in numbers:
-            url = self.url(base + n)
+        for instance, url in targets:
             text = self._fetch(url)
             if text is None:
                 continue
             answered += 1
             value = self._value(text, name, tests, url, request, names)
             if value is not None and finite(value):
-                samples.append(Sample(now, value, str(n)))
+                samples.append(Sample(now, value, instance))
         if not answered:
             raise self._fail(
                 request,
-                f"no instance answered on {self.url(base + numbers[0])} .. port "
-                f"{base + numbers[-1]} (all refused connections: none running?)",
+                f"no instance answered on {', '.join(url for _, url in targets)} "
+                "(all refused connections: stopped since they were listed?)",
                 temporary=True,
             )
         if name not in names:
@@ -199,6 +211,33 @@ class ScrapeSource:
                 temporary=False,
             )
         return samples
+
+    def _targets(self, request: MetricRequest) -> list[tuple[str, str]]:
+        """``(instance, url)`` to read: the running instances (narrowed by ``instances``),
+        or without a runtime listing the ``instances`` setting at ``host``."""
+        wanted = self.settings.instances
+        if request.targets is not None:
+            return [
+                (instance, self.url_at(address))
+                for instance, address in request.targets
+                if wanted is None or (instance.isdigit() and int(instance) in wanted)
+            ]
+        if wanted is None:
+            raise self._fail(
+                request,
+                f"pool {request.pool_name or '(none)'}: the running instances are not known "
+                "(the pool has no runtime to list them): the scrape source reads only "
+                "running instances; give the pool a runtime, or list instances = [...]",
+                temporary=False,
+            )
+        base = self._port_base(request)
+        if base + max(wanted) > 65535:
+            raise self._fail(
+                request,
+                f"instance {max(wanted)} would listen on port {base + max(wanted)}",
+                temporary=False,
+            )
+        return [(str(n), self.url(base + n)) for n in wanted]
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -222,24 +261,19 @@ class ScrapeSource:
             )
         return pool.port
 
-    @staticmethod
-    def _pool_max(request: MetricRequest) -> int:
-        assert request.pool is not None  # checked by _port_base
-        return request.pool.max
-
     def _fetch(self, url: str) -> str | None:
         """The /metrics text at ``url``; None when nothing listens there."""
         try:
-            response = self._client.get(url)
+            answer = read_bounded(self._client, self.name, url, self.settings)
         except httpx.ConnectError as exc:
             if connection_refused(exc):
                 return None
             raise transport_error(self.name, url, self.settings.timeout, exc) from exc
         except httpx.HTTPError as exc:
             raise transport_error(self.name, url, self.settings.timeout, exc) from exc
-        if response.status_code != 200:
-            raise status_error(self.name, url, response.status_code)
-        return response.text
+        if answer.status != 200:
+            raise status_error(self.name, url, answer.status)
+        return answer.body.decode("utf-8", errors="replace")
 
     def _value(
         self,

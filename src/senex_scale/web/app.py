@@ -19,21 +19,43 @@ Read-only unless ``controller.token_env`` names an environment variable holding 
 two POSTs then need ``Authorization: Bearer TOKEN`` (compared in constant time); without one
 they answer 403. The page draws its charts itself (inline SVG from the JSON API) so it needs
 nothing from the internet and works on an air-gapped host.
+
+Who may read it:
+
+- ``Host`` must be an IP address, ``localhost``, this machine's own name, or one of
+  ``allowed_hosts`` (``controller.allowed_hosts``; ``*.example.com`` for a suffix); anything
+  else is 400. A web page elsewhere can make its own domain resolve to this address (DNS
+  rebinding) and read the API as its own origin, but its requests carry that domain.
+- with a read token (``controller.read_token_env``) every GET but ``/healthz`` needs
+  ``Authorization: Bearer TOKEN`` (the read or the write token) or the cookie a browser gets
+  by opening ``/?token=TOKEN`` once (HttpOnly, SameSite=Strict); else 401.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hmac
+import ipaddress
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from senex_scale.store.sql import Store
 from senex_scale.telemetry.metrics import Metrics
@@ -79,6 +101,76 @@ class _BadRequestError(Exception):
     pass
 
 
+READ_COOKIE = "senex_read"
+OPEN_PATHS = frozenset({"/healthz"})
+"""Paths served without the read token (liveness for systemd and monitoring)."""
+
+
+def host_of(header: str) -> str:
+    """The host part of a ``Host`` header: ``[::1]:9308`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def own_names() -> set[str]:
+    """This machine's names: what a browser on the LAN may put in ``Host``."""
+    names = {"localhost", socket.gethostname().lower()}
+    with contextlib.suppress(OSError):  # resolver trouble: the short name is enough
+        names.add(socket.getfqdn().lower())
+    return names
+
+
+def host_allowed(host: str, allowed: Sequence[str], own: set[str]) -> bool:
+    """An IP literal, one of ``own``, or a name (or ``*.suffix``) of ``allowed``."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host.removesuffix(".")
+    return name in own or any(
+        fnmatch.fnmatchcase(name, pattern.lower()) if pattern.startswith("*.")
+        else name == pattern.lower().removesuffix(".")
+        for pattern in allowed
+    )  # fmt: skip
+
+
+class HostCheck:
+    """ASGI middleware: 400 for a ``Host`` that ``host_allowed`` refuses (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str] = ()) -> None:
+        self.app = app
+        self.allowed = tuple(allowed)
+        self.own = own_names()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            host = host_of(headers.get(b"host", b"").decode("latin-1"))
+            if not host_allowed(host, self.allowed, self.own):
+                response = PlainTextResponse(
+                    "Invalid Host header: serve this page by IP address or list the name in "
+                    "controller.allowed_hosts\n",
+                    status_code=400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _bearer(request: Request) -> str:
+    return request.headers.get("authorization", "")
+
+
+def _matches(given: str, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
 def create_app(
     store: Store,
     *,
@@ -87,9 +179,12 @@ def create_app(
     token: str | None = None,
     clock: Callable[[], float] = time.time,
     controller_id: str | None = None,
+    read_token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """The status app over ``store`` (and, inside the daemon, its metrics and controls;
-    ``/healthz`` then answers for that controller's own ticks, leader or standby)."""
+    ``/healthz`` then answers for that controller's own ticks, leader or standby).
+    ``read_token`` and ``allowed_hosts``: see the module docstring."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), cache_size=0
     )
@@ -100,7 +195,42 @@ def create_app(
         controllers = store.statuses()
         return {"status": status, "decisions": recent, "controllers": controllers, "now": clock()}
 
+    def may_read(request: Request) -> bool:
+        if read_token is None or request.url.path in OPEN_PATHS:
+            return True
+        given = _bearer(request)
+        if _matches(given, f"Bearer {read_token}") or (
+            token is not None and _matches(given, f"Bearer {token}")
+        ):
+            return True
+        return _matches(request.cookies.get(READ_COOKIE, ""), read_token)
+
+    def reading(
+        view: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            if not may_read(request):
+                return JSONResponse(
+                    {"error": "this status page needs its read token (controller.read_token_env)"},
+                    401,
+                )
+            return await view(request)
+
+        return guarded
+
     async def page(request: Request) -> Response:
+        offered = request.query_params.get("token")
+        if offered is not None and read_token is not None:
+            if not _matches(offered, read_token):
+                return JSONResponse({"error": "wrong read token"}, 401)
+            moved = RedirectResponse("/", status_code=303)
+            moved.set_cookie(READ_COOKIE, read_token, httponly=True, samesite="strict", path="/")
+            return moved
+        if not may_read(request):
+            return JSONResponse(
+                {"error": "this status page needs its read token: open /?token=TOKEN once"},
+                401,
+            )
         html = env.get_template("status.html").render(doc=status_doc())
         return HTMLResponse(html)
 
@@ -177,12 +307,13 @@ def create_app(
     return Starlette(
         routes=[
             Route("/", page),
-            Route("/api/status", api_status),
-            Route("/api/history", api_history),
-            Route("/api/series", api_series),
-            Route("/metrics", metrics_view),
+            Route("/api/status", reading(api_status)),
+            Route("/api/history", reading(api_history)),
+            Route("/api/series", reading(api_series)),
+            Route("/metrics", reading(metrics_view)),
             Route("/healthz", healthz),
             Route("/api/pause", pause, methods=["POST"]),
             Route("/api/resume", resume, methods=["POST"]),
-        ]
+        ],
+        middleware=[Middleware(HostCheck, allowed=allowed_hosts)],
     )

@@ -159,7 +159,7 @@ def test_replicas_added_to_the_registry_are_used_without_a_restart(
     from trading.models import Position
 
     registry = tmp_path / "replicas.json"
-    router = router_config(REPLICAS=[], REGISTRY=str(registry))
+    router = router_config(REPLICAS=[], REGISTRY=str(registry), INHERIT_PASSWORD=True)
     assert Position.objects.all().db == "default"  # no file yet: no replicas
     registry.write_text(
         json.dumps(
@@ -178,7 +178,8 @@ def test_replicas_added_to_the_registry_are_used_without_a_restart(
     )
     settle(0.3)
     assert Position.objects.all().db == "replica_added"
-    assert connections["replica_added"].settings_dict["PASSWORD"]  # the primary's login
+    # the primary's login: INHERIT_PASSWORD says so
+    assert connections["replica_added"].settings_dict["PASSWORD"]
     assert Position.objects.count() >= 0
     registry.write_text(json.dumps({"version": 1, "replicas": []}))
     settle(0.3)

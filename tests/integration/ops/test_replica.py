@@ -201,6 +201,7 @@ def test_replica_add_refuses_bad_input(primary: Postgres, workdir: Path) -> None
             "NOPE_UNSET",
         ),
         "--name": cli(*base, "--datadir", workdir / "new", "--name", "bad-name", env=env),
+        "primary's alias": cli(*base, "--datadir", workdir / "new", "--name", "default", env=env),
     }
     for field, result in cases.items():
         assert result.returncode == 2, (field, result.stderr)

@@ -81,6 +81,8 @@ class Backend:
         def health(connection: Any, request: Any) -> Any:
             if request.path == "/health/":
                 return connection.respond(200, "ok\n")
+            if request.path.startswith(("/ready", "/metrics", "/api/")):
+                return connection.respond(200, f"inside {request.path}\n")
             return None
 
         def echo(websocket: Any) -> None:
@@ -130,3 +132,18 @@ def test_nginx_proxies_http_and_websockets(live_nginx: Any, deployment: Any) -> 
         port, _, text = str(ws.recv(timeout=5)).partition(":")
     assert text == "hello"
     assert int(port) in {pool.port_of(1), pool.port_of(2)}
+
+
+def test_nginx_keeps_ready_and_metrics_internal(live_nginx: Any, deployment: Any) -> None:
+    """Through the rendered site /ready/ and /metrics (any spelling nginx normalises to them)
+    are 404 from nginx itself; the instances still serve them on their own ports, and the
+    application's other paths pass through."""
+    url = f"http://127.0.0.1:{live_nginx.port}"
+    for path in ("/ready/", "/ready", "/metrics", "/metrics/", "/%6detrics", "//ready/",
+                 "/api/../metrics"):  # fmt: skip
+        response = httpx.get(url + path, timeout=5)
+        assert response.status_code == 404, path
+        assert "inside" not in response.text, path
+    assert httpx.get(f"{url}/api/positions/1/", timeout=5).text == "inside /api/positions/1/\n"
+    first = deployment.inv.pools["django"].port_of(1)
+    assert httpx.get(f"http://127.0.0.1:{first}/metrics", timeout=5).status_code == 200

@@ -107,3 +107,38 @@ def test_a_password_env_that_is_not_set_is_an_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NOPE_PW", "other")
     conf = database_settings(ReplicaEntry("r1", "h", password_env="NOPE_PW"), {"PASSWORD": "pw"})
     assert conf["PASSWORD"] == "other"
+
+
+def test_default_is_never_a_replica_alias() -> None:
+    """An entry named "default" would rewrite the primary's connection: refused by name."""
+    with pytest.raises(InputError, match=r"replicas\[0\].alias: \"default\" is the primary's"):
+        parse_registry({"replicas": [{"alias": "default", "host": "evil"}]}, "f.json")
+
+
+def test_without_inherit_password_no_password_is_handed_on() -> None:
+    """inherit_password=False: neither PASSWORD nor OPTIONS.password reach the replica's entry."""
+    primary = {"USER": "app", "PASSWORD": "pw", "OPTIONS": {"password": "pw2", "sslmode": "x"}}
+    conf = database_settings(ReplicaEntry("r1", "h"), primary, inherit_password=False)
+    assert conf["PASSWORD"] == ""
+    assert conf["OPTIONS"] == {"sslmode": "x"}
+    assert primary["OPTIONS"]["password"] == "pw2"  # the primary's own entry is untouched
+
+
+def test_a_registry_writable_by_others_is_refused(tmp_path: Path) -> None:
+    """A registry file others may write (0666) is not trusted: refused, naming file and mode."""
+    path = tmp_path / "r.json"
+    write_registry(path, [ReplicaEntry("r1", "h1")])
+    path.chmod(0o666)
+    with pytest.raises(InputError, match=r"r.json: .*writable by group or others \(mode 0666\)"):
+        read_registry(path)
+
+
+def test_a_registry_in_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Whoever may write the directory may replace the file: refused as well."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "r.json"
+    write_registry(path, [ReplicaEntry("r1", "h1")])
+    folder.chmod(0o777)
+    with pytest.raises(InputError, match=r"directory .*shared is writable by group or others"):
+        read_registry(path)

@@ -9,24 +9,18 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-POLICY = """
-[sources.s]
-type = "prometheus"
-url = "http://127.0.0.1:9090"
-[pools.web]
-min = 1
-max = 4
-[[rules]]
-name = "cpu"
-pool = "web"
-metric = { source = "s", signal = "cpu" }
-scale_out = { above = 70, for = "1m" }
-"""
-NOW = 1795532400
-HEADER = "timestamp,http_rps,ws_connections"
-ROWS = [f"{NOW + 15 * i},{10 + i},{100 + i}" for i in range(12)]
-BAD_CELLS = st.sampled_from(["nan", "inf", "-inf", "-1", "", "abc", "1e400", "1_0", "0x10", "١٢"])
-BAD_TIMES = st.sampled_from(["1e12", "1e20", "-1e20", "253402300800", "2026-11-24T15:00:00"])
+from senex_scale.testing_inputs import (
+    NOW,
+    POLICY,
+    TRACE_BAD_CELLS,
+    TRACE_BAD_TIMES,
+    TRACE_HEADER,
+    trace_seed,
+)
+
+LINES = trace_seed(12).splitlines()
+HEADER = LINES.index(TRACE_HEADER)
+COLUMNS = TRACE_HEADER.split(",")
 
 
 def _simulate(run: Any, text: str | bytes) -> Any:
@@ -49,18 +43,22 @@ def _simulate(run: Any, text: str | bytes) -> Any:
 
 
 @settings(max_examples=50, deadline=None)
-@given(row=st.integers(0, len(ROWS) - 1), column=st.integers(0, 2), data=st.data())
+@given(
+    line=st.integers(HEADER + 1, len(LINES) - 1),
+    column=st.integers(0, len(COLUMNS) - 1),
+    data=st.data(),
+)
 def test_a_bad_cell_is_named_by_line_and_column(
-    run: Any, row: int, column: int, data: st.DataObject
+    run: Any, line: int, column: int, data: st.DataObject
 ) -> None:
     """NaN, negative, empty, 1_0, non-ASCII digits, times out of range: file:LINE: column."""
-    cells = ROWS[row].split(",")
-    cells[column] = data.draw(BAD_TIMES | BAD_CELLS if column == 0 else BAD_CELLS)
-    rows = [*ROWS]
-    rows[row] = ",".join(cells)
-    result = _simulate(run, "\n".join([HEADER, *rows]) + "\n")
-    name = HEADER.split(",")[column]
-    result.assert_refused(f"t.csv:{row + 2}: ", f'column "{name}"')
+    cells = LINES[line].split(",")
+    bad = TRACE_BAD_TIMES + TRACE_BAD_CELLS if column == 0 else TRACE_BAD_CELLS
+    cells[column] = data.draw(st.sampled_from(bad))
+    lines = [*LINES]
+    lines[line] = ",".join(cells)
+    result = _simulate(run, "\n".join(lines) + "\n")
+    result.assert_refused(f"t.csv:{line + 1}: ", f'column "{COLUMNS[column]}"')
 
 
 @settings(max_examples=30, deadline=None)
@@ -79,22 +77,22 @@ def test_a_trace_shorter_than_an_interval_is_refused(run: Any, rows: int, gap: i
     lines = [f"{NOW + i * gap / max(rows - 1, 1):.3f},10,100" for i in range(rows)]
     if len(set(lines)) != len(lines):
         lines = lines[:1]
-    result = _simulate(run, "\n".join([HEADER, *lines]) + "\n")
+    result = _simulate(run, "\n".join(["timestamp,http_rps,ws_connections", *lines]) + "\n")
     result.assert_refused("t.csv", "less than one controller interval")
 
 
 def test_a_trace_spanning_decades_is_refused(run: Any) -> None:
     """A mistyped last timestamp (1e11: year 5138) is refused before a grid of billions of
     ticks is allocated."""
-    rows = [*ROWS[:-1], "100000000000,1,1"]
-    result = _simulate(run, "\n".join([HEADER, *rows]) + "\n")
+    lines = [*LINES[:-1], "100000000000,1,1,1"]
+    result = _simulate(run, "\n".join(lines) + "\n")
     result.assert_refused("t.csv", "more than 5,000,000 controller intervals")
 
 
 def test_an_unknown_column_is_a_one_line_warning(run: Any) -> None:
     """An ignored column is a ``Warning:`` line, without a Python source line."""
-    rows = [f"{r},1" for r in ROWS]
-    result = _simulate(run, "\n".join([HEADER + ",bogus", *rows]) + "\n")
+    lines = [*LINES[:HEADER], TRACE_HEADER + ",bogus", *(f"{r},1" for r in LINES[HEADER + 1 :])]
+    result = _simulate(run, "\n".join(lines) + "\n")
     assert result.code == 0, result.stderr
     assert result.stderr == f"Warning: {result.stderr.split(': ', 1)[1]}"
     assert 'ignoring unknown column "bogus"' in result.stderr
@@ -103,7 +101,7 @@ def test_an_unknown_column_is_a_one_line_warning(run: Any) -> None:
 
 def test_a_byte_order_mark_and_a_directory(run: Any) -> None:
     """A BOM is fine; a directory is refused with "is a directory"."""
-    result = _simulate(run, b"\xef\xbb\xbf" + ("\n".join([HEADER, *ROWS]) + "\n").encode())
+    result = _simulate(run, b"\xef\xbb\xbf" + trace_seed(12).encode())
     assert result.code == 0, result.stderr
     with tempfile.TemporaryDirectory() as tmp:
         refused = run(["simulate", "-t", tmp, "--compare", "none", "-q"])

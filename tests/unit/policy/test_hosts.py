@@ -99,8 +99,9 @@ def test_the_runtime_does_not_say_where_when_the_pool_lists_hosts() -> None:
 
 def test_transports_of_hosts() -> None:
     """ssh with the host key pinned; nsenter by PID."""
+    # a pool: a policy of hosts alone has nothing to do (refused as such)
     policy = parse_policy(
-        HOSTS + '[hosts.lab]\naddress = "127.0.0.1"\ntransport = "nsenter"\nnsenter = 42\n'
+        pool("") + '[hosts.lab]\naddress = "127.0.0.1"\ntransport = "nsenter"\nnsenter = 42\n'
     )
     ssh = transport_for(policy.hosts["web01"])
     assert isinstance(ssh, SshTransport)

@@ -327,9 +327,15 @@ def test_unknown_plugin_type(old: str, new: str, prefix: str) -> None:
 def test_non_number_threshold() -> None:
     """A threshold that is not a number names the path and the input."""
     problems = problems_of(mutate((CPU_OUT, CPU_OUT.replace("70", '"lots"'))))
-    assert len(problems) == 1
-    assert problems[0].startswith('rules[0].scale_out.above: "lots": ')
-    assert "number" in problems[0]
+    assert problems == ['rules[0].scale_out.above: must be a number, not the string "lots"']
+
+
+def test_a_quoted_number_is_not_a_number() -> None:
+    """``above = "70"`` is refused (not converted), and the message says how to write it."""
+    problems = problems_of(mutate((CPU_OUT, CPU_OUT.replace("70", '"70"'))))
+    assert problems == [
+        'rules[0].scale_out.above: must be a number, not the string "70" (write 70 without quotes)'
+    ]
 
 
 def test_toml_syntax_error_reports_the_line() -> None:

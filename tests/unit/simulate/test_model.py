@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from senex_scale.errors import InputError
 from senex_scale.policy.loading import validate_policy
@@ -352,6 +353,42 @@ def test_load_model_errors_name_file_and_key(
     assert message.startswith(f"{path}: ")
     for part in expected:
         assert part in message
+
+
+def test_load_model_is_read_like_a_policy(tmp_path: Path) -> None:
+    """A directory, bytes that are not UTF-8 or deep nesting: one problem naming the file."""
+    (tmp_path / "bytes.toml").write_bytes(b"seed = 7\n\xff\n")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 40 + "]" * 40 + "\n", encoding="utf-8")
+    cases = {
+        tmp_path: "is a directory, not a file",
+        tmp_path / "bytes.toml": "not UTF-8 text (byte 0xff at line 2, column 1)",
+        tmp_path / "deep.toml": "nested more than 32 levels deep",
+    }
+    for path, problem in cases.items():
+        with pytest.raises(InputError) as info:
+            load_model(path)
+        assert str(info.value).startswith(f"{path}: "), str(info.value)
+        assert problem in str(info.value)
+
+
+def test_load_model_lists_every_problem_on_its_line(tmp_path: Path) -> None:
+    """Several bad values: counted and listed one per line, like a policy's problems."""
+    path = tmp_path / "m.toml"
+    path.write_text('seed = "7"\n[pools.web]\ncpu_noise = inf\n', encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        load_model(path)
+    assert str(info.value) == (
+        f"{path}: 2 problems\n"
+        '  seed: must be an integer, not the string "7" (write 7 without quotes)\n'
+        "  pools.web.cpu_noise: +inf: expected a finite number (not nan or inf)"
+    )
+
+
+def test_load_model_numbers_are_strict() -> None:
+    """A number in quotes or a boolean is refused, not converted (pydantic's lax mode)."""
+    for data in ({"seed": "7"}, {"pools": {"w": {"rps_per_instance": "60"}}}, {"seed": True}):
+        with pytest.raises(ValidationError):
+            SimModel.model_validate(data)
 
 
 def test_load_model_missing_file(tmp_path: Path) -> None:

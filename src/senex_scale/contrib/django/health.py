@@ -8,6 +8,13 @@ django-health-check) checks the primary, each replica with its lag, the cache an
 broker, and answers 500 when the instance cannot do its work. A lagging or dead replica is a
 warning, not a failure: the router reads from the primary meanwhile.
 
+``/ready/`` is for the deployment's own probes (``access``: loopback and private networks,
+not through the balancer, or a bearer token; everyone else gets 403). One result is computed
+at most every ``READY_TTL`` seconds and shared by the requests meanwhile (a request flood is
+not a probe flood; the replicas are probed at the router's ``HEALTH_TTL``). The body names
+each check's and replica's state by kind only ("Unavailable", "down", "lagging"); the raw
+errors, with host names and ports, go to the log (or into the body with ``DETAIL``).
+
 ``urls.py``::
 
     from senex_scale.contrib.django.health import ReadinessView, liveness
@@ -20,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import logging
 import os
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -29,7 +38,10 @@ from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 from health_check.views import HealthCheckView
 
+from senex_scale.contrib.django.access import allowed, endpoint_config, forbidden
 from senex_scale.contrib.django.router import ReplicaHealth, format_lsn, get_router
+
+log = logging.getLogger(__name__)
 
 STARTED = time.time()
 
@@ -59,11 +71,11 @@ class Replicas(HealthCheck):
         if router is None:
             return
         try:
-            router.monitor.refresh()
+            states = router.monitor.states()  # probes only when HEALTH_TTL has passed
         finally:
             # This runs in an executor thread: its connections would stay open otherwise.
             connections.close_all()
-        bad = [s for s in router.monitor.states() if not s.healthy]
+        bad = [s for s in states if not s.healthy]
         if bad:
             raise ServiceWarning("; ".join(f"{s.alias}: {s.reason}" for s in bad))
 
@@ -93,6 +105,23 @@ class CeleryBroker(HealthCheck):
             raise ServiceUnavailable(f"broker unreachable ({type(exc).__name__})") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Readiness:
+    at: float
+    body: dict[str, Any]
+    status: int
+
+
+_cache: dict[bool, _Readiness] = {}
+"""The last result, with and without detail."""
+_computing = threading.Lock()
+
+
+def forget_readiness() -> None:
+    """Drop the cached result: the next request probes (tests, after a known change)."""
+    _cache.clear()
+
+
 class ReadinessView(HealthCheckView):
     """Deep readiness: JSON with every check, and each replica's lag.
 
@@ -108,6 +137,39 @@ class ReadinessView(HealthCheckView):
     )
 
     async def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        config = endpoint_config()
+        if not allowed(request, config):
+            response: HttpResponse = forbidden()
+            return response
+        result = await self._result(config.ready_ttl, config.detail)
+        response = JsonResponse(result.body, status=result.status)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    async def _result(self, ttl: float, detail: bool) -> _Readiness:
+        """The cached result when fresh; else this request computes it, unless another one
+        is doing so (then the last result is served, or awaited when there is none yet)."""
+        waited = 0.0
+        while True:
+            last = _cache.get(detail)
+            if last is not None and time.monotonic() - last.at < ttl:
+                return last
+            if _computing.acquire(blocking=False):
+                try:
+                    fresh = await self._compute()
+                finally:
+                    _computing.release()
+                _cache[False] = fresh[False]
+                _cache[True] = fresh[True]
+                return fresh[detail]
+            if last is not None:
+                return last
+            if waited > 30:
+                return _Readiness(time.monotonic(), {"status": "starting"}, 503)
+            await asyncio.sleep(0.05)
+            waited += 0.05
+
+    async def _compute(self) -> dict[bool, _Readiness]:
         with self.get_executor() as executor:
             results: list[HealthCheckResult] = list(
                 await asyncio.gather(*(c.get_result(executor) for c in self.get_checks()))
@@ -116,21 +178,53 @@ class ReadinessView(HealthCheckView):
         warned = [r for r in results if isinstance(r.error, ServiceWarning)]
         status = "down" if failed else "degraded" if warned else "ok"
         router = get_router()
-        replicas = (
-            {s.alias: _replica(s) for s in router.monitor.states()} if router is not None else {}
-        )
-        body = {
-            "status": status,
-            "checks": {repr(r.check): "OK" if r.error is None else str(r.error) for r in results},
-            "replicas": replicas,
+        states = router.monitor.states() if router is not None else []
+        for r in [*failed, *warned]:
+            log.warning("readiness: %r: %s", r.check, r.error)
+        at = time.monotonic()
+        code = 500 if failed else 200
+        return {
+            detail: _Readiness(
+                at,
+                {
+                    "status": status,
+                    "checks": {repr(r.check): _check_text(r, detail) for r in results},
+                    "replicas": {s.alias: _replica(s, detail) for s in states},
+                },
+                code,
+            )
+            for detail in (False, True)
         }
-        return JsonResponse(body, status=500 if failed else 200)
 
 
-def _replica(state: ReplicaHealth) -> dict[str, Any]:
+def _check_text(result: HealthCheckResult, detail: bool) -> str:
+    """A check's state: OK, the error's kind ("Unavailable", "Warning"), or with ``detail``
+    its message."""
+    if result.error is None:
+        return "OK"
+    if detail:
+        return str(result.error)
+    return str(getattr(result.error, "message_type", "Unavailable"))
+
+
+_REASON_KINDS = (
+    ("down", "down"),
+    ("lag", "lagging"),
+    ("not in recovery", "not a replica"),
+    ("has not replayed", "starting"),
+    ("ok", "ok"),
+)
+
+
+def _generic(reason: str) -> str:
+    """The kind of a replica's state, without the driver's words (hosts, ports)."""
+    return next((kind for prefix, kind in _REASON_KINDS if reason.startswith(prefix)), "unhealthy")
+
+
+def _replica(state: ReplicaHealth, detail: bool = False) -> dict[str, Any]:
     return {
         "healthy": state.healthy,
-        "reason": state.reason,
+        "reason": state.reason if detail else _generic(state.reason),
         "lag_seconds": state.lag_seconds,
         "lag_bytes": state.lag_bytes,
         "replay_lsn": format_lsn(state.replay_lsn) if state.replay_lsn is not None else None,

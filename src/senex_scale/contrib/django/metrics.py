@@ -37,6 +37,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from senex_scale.contrib.django.access import internal
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -100,8 +102,11 @@ class MetricsMiddleware:
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 
+@internal
 def metrics_view(request: Any) -> Any:
-    """``/metrics``: the default registry in Prometheus' text format."""
+    """``/metrics``: the default registry in Prometheus' text format, to the deployment's
+    own scrapers only (``access``: loopback and private networks not through the balancer,
+    or a bearer token; 403 otherwise)."""
     from django.http import HttpResponse
 
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -2,9 +2,10 @@
 
 The data-tier commands (``senex-scale replica add``) write this file when they add or remove a
 replica; the router stats it at most every ``HEALTH_TTL`` seconds and picks up a new list
-without a restart. The file holds no secret: a replica logs in with the primary's user and
-password unless the entry names a different user or an environment variable to read the
-password from. Format (``version`` is optional and must be 1)::
+without a restart. The file holds no secret: a replica logs in with the primary's user, and
+with the password of the environment variable its entry names (``password_env``); the
+primary's password only when the router's ``INHERIT_PASSWORD`` says so. Format (``version``
+is optional and must be 1)::
 
     {
       "version": 1,
@@ -17,6 +18,12 @@ password from. Format (``version`` is optional and must be 1)::
 
 Writers should replace the file atomically (write a temporary file, then rename) so a reader
 never sees half a file; a file that does not parse keeps the previous list and is reported.
+
+Whoever can write this file decides where the application's reads go, so it is trusted only
+when it could not have been written by someone else: ``read_registry`` refuses a file (or
+its directory) that is owned by anyone but root or the reading user, or that is writable by
+group or others. An alias is never ``default`` (Django's primary) nor, in the router, an
+alias ``DATABASES`` already has: an entry cannot redirect the primary or another database.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from senex_scale.errors import InputError
+from senex_scale.ops.files import replace_file
 from senex_scale.plugins import did_you_mean
 
 ALIAS_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+RESERVED_ALIASES = frozenset({"default"})
+"""Django's ``DEFAULT_DB_ALIAS``: the primary, never a replica."""
 ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _FIELDS = {"alias", "host", "port", "dbname", "user", "password_env", "max_lag_seconds"}
@@ -95,6 +105,8 @@ def _entry(item: Any, where: str, problems: list[str]) -> ReplicaEntry | None:
     alias = item.get("alias")
     if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
         problems.append(f"{where}.alias: {alias!r} is not a name (letters, digits, _)")
+    elif alias in RESERVED_ALIASES:
+        problems.append(f"{where}.alias: \"{alias}\" is the primary's alias, not a replica's")
     host = item.get("host")
     if not isinstance(host, str) or not host:
         problems.append(f"{where}.host: required (a host name or address)")
@@ -128,13 +140,22 @@ def _entry(item: Any, where: str, problems: list[str]) -> ReplicaEntry | None:
 
 
 def read_registry(path: Path) -> list[ReplicaEntry]:
-    """The entries of the registry file; a missing file is an empty list (no replicas yet)."""
+    """The entries of the registry file; a missing file is an empty list (no replicas yet).
+
+    A file that someone other than root or this user could have written is refused
+    (``InputError`` naming it and why: ``check_trusted``)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            check_trusted(path, os.fstat(handle.fileno()))
+            raw = handle.read()
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise InputError(f"{path}: cannot read the replica registry: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the replica registry is not UTF-8 text") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -142,8 +163,33 @@ def read_registry(path: Path) -> list[ReplicaEntry]:
     return parse_registry(data, str(path))
 
 
-def write_registry(path: Path, entries: Sequence[ReplicaEntry]) -> None:
-    """Replace the registry atomically (temporary file + rename), mode 0644: no secrets in it."""
+def check_trusted(path: Path, info: os.stat_result) -> None:
+    """Refuse a registry that another user could have written: the file (``info``: its
+    ``fstat``) and its directory (both, when the path is a link: the link's and the file's)
+    must be owned by root or this user and not writable by group or others."""
+    folders = dict.fromkeys(
+        [Path(os.path.abspath(path)).parent, Path(os.path.realpath(path)).parent]
+    )
+    checked = [("file", path, info)] + [("directory", f, os.stat(f)) for f in folders]
+    for what, where, stat_ in checked:
+        if stat_.st_uid not in (0, os.geteuid()):
+            raise InputError(
+                f"{path}: the replica registry's {what} {where} is owned by uid "
+                f"{stat_.st_uid}, not root or this user: not trusted"
+            )
+        if stat_.st_mode & 0o022:
+            raise InputError(
+                f"{path}: the replica registry's {what} {where} is writable by group or "
+                f"others (mode {stat_.st_mode & 0o7777:04o}): not trusted (chmod go-w)"
+            )
+
+
+def write_registry(
+    path: Path, entries: Sequence[ReplicaEntry], *, create_parents: bool = False
+) -> None:
+    """Replace the registry atomically, mode 0644 (no secrets in it), without following a
+    link at its name or at a temporary name (``ops.files.replace_file``: a registry path that
+    is a link is refused)."""
     payload = {
         "version": 1,
         "replicas": [
@@ -151,22 +197,32 @@ def write_registry(path: Path, entries: Sequence[ReplicaEntry]) -> None:
             for entry in entries
         ],
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    replace_file(path, data, mode=0o644, create_parents=create_parents)
 
 
 def database_settings(
-    entry: ReplicaEntry, primary: Mapping[str, Any], primary_alias: str = "default"
+    entry: ReplicaEntry,
+    primary: Mapping[str, Any],
+    primary_alias: str = "default",
+    *,
+    inherit_password: bool = True,
 ) -> dict[str, Any]:
     """The DATABASES entry of a replica: the primary's, with the entry's address and login.
 
-    ``TEST.MIRROR`` points at the primary so a test runner does not create a test database on
-    a replica (it could not: replicas are read-only).
+    The password is the one ``password_env`` names; without one, the primary's only when
+    ``inherit_password`` (else none: a registry entry pointing at someone else's server must
+    not hand it the primary's password). ``TEST.MIRROR`` points at the primary so a test
+    runner does not create a test database on a replica (it could not: replicas are
+    read-only).
     """
     conf = {
         key: (dict(value) if isinstance(value, dict) else value) for key, value in primary.items()
     }
+    if not inherit_password:
+        conf["PASSWORD"] = ""
+        if isinstance(conf.get("OPTIONS"), dict):
+            conf["OPTIONS"].pop("password", None)
     conf["HOST"] = entry.host
     if entry.port is not None:
         conf["PORT"] = entry.port

@@ -40,7 +40,15 @@ Settings (all optional)::
         "HEALTH_TTL": 2.0,             # seconds between probes (and registry stats)
         "PIN_SECONDS": 10.0,           # time fallback; keep it above MAX_LAG_SECONDS
         "COOKIE": "senex_pin",         # the cookie that carries a pin across a redirect
+        "INHERIT_PASSWORD": False,     # registry entries without password_env log in with
+                                       # the primary's password (off: with none)
     }
+
+A registry entry is data someone wrote, not settings: its alias may not be the primary's or
+any alias ``DATABASES`` already has (it would rewrite that connection in place), and it gets
+the primary's password only with ``INHERIT_PASSWORD`` (whoever could write the file would
+otherwise point an entry at their own server and collect the password). Entries given in
+``REPLICAS`` itself are settings and keep the primary's password.
 """
 
 from __future__ import annotations
@@ -229,6 +237,8 @@ class RouterConfig:
     health_ttl: float = 2.0
     pin_seconds: float = 10.0
     cookie: str = "senex_pin"
+    inherit_password: bool = False
+    """Registry entries without ``password_env`` use the primary's password (off: none)."""
 
     @classmethod
     def from_settings(cls, raw: Mapping[str, Any] | None) -> RouterConfig:
@@ -237,7 +247,7 @@ class RouterConfig:
         problems: list[str] = []
         known = {
             "PRIMARY", "REPLICAS", "REGISTRY", "MAX_LAG_SECONDS", "MAX_LAG_BYTES",
-            "HEALTH_TTL", "PIN_SECONDS", "COOKIE",
+            "HEALTH_TTL", "PIN_SECONDS", "COOKIE", "INHERIT_PASSWORD",
         }  # fmt: skip
         for key in sorted(set(raw) - known):
             problems.append(f'{SETTING}["{key}"]: unknown key')
@@ -275,6 +285,10 @@ class RouterConfig:
         if not isinstance(cookie, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", cookie):
             problems.append(f'{SETTING}["COOKIE"]: {cookie!r} is not a cookie name')
             cookie = "senex_pin"
+        inherit = raw.get("INHERIT_PASSWORD", False)
+        if not isinstance(inherit, bool):
+            problems.append(f'{SETTING}["INHERIT_PASSWORD"]: {inherit!r} is not True or False')
+            inherit = False
         config = cls(
             primary=primary,
             replicas=tuple(replicas),
@@ -285,6 +299,7 @@ class RouterConfig:
             health_ttl=number("HEALTH_TTL", 2.0),
             pin_seconds=number("PIN_SECONDS", 10.0),
             cookie=cookie,
+            inherit_password=inherit,
         )
         if problems:
             body = "\n".join(f"  {p}" for p in problems)
@@ -478,12 +493,18 @@ class ReplicaMonitor:
                     exc,
                 )
                 items += [a for a in self._aliases if a not in items]
-        items += self._registry()
+        registered = self._registry()
+        items += registered
         aliases: list[str] = []
         for item in items:
             if isinstance(item, ReplicaEntry):
+                from_file = any(item is entry for entry in registered)
                 try:
-                    install_alias(item, self.config.primary)
+                    install_alias(
+                        item,
+                        self.config.primary,
+                        inherit_password=self.config.inherit_password or not from_file,
+                    )
                 except (SenexError, KeyError) as exc:
                     log.error("router: cannot use replica %s: %s", item.alias, exc)
                     continue
@@ -511,21 +532,35 @@ class ReplicaMonitor:
 
 
 _install_lock = threading.Lock()
+_installed: set[str] = set()
+"""Aliases ``install_alias`` added: the only ones it may update in place."""
 
 
-def install_alias(entry: ReplicaEntry, primary: str) -> None:
-    """Make ``entry.alias`` a usable database alias (added or updated in place)."""
+def install_alias(entry: ReplicaEntry, primary: str, *, inherit_password: bool = True) -> None:
+    """Make ``entry.alias`` a usable database alias (added, or updated in place when this
+    function added it). The primary's alias and any other alias of ``DATABASES`` are refused
+    (``RouterConfigError``): an entry must not redirect a connection it did not create."""
     from django.db import DEFAULT_DB_ALIAS, connections
 
     with _install_lock:
         databases = connections.settings
-        conf = database_settings(entry, databases[primary], primary)
+        if entry.alias in (primary, DEFAULT_DB_ALIAS):
+            raise RouterConfigError(f'replica alias "{entry.alias}" is the primary\'s: ignored')
+        if entry.alias in databases and entry.alias not in _installed:
+            raise RouterConfigError(
+                f'replica alias "{entry.alias}" is already in DATABASES: ignored (an entry may '
+                "not redirect a database the settings define; pick another alias)"
+            )
+        conf = database_settings(
+            entry, databases[primary], primary, inherit_password=inherit_password
+        )
         conf = connections.configure_settings({DEFAULT_DB_ALIAS: {}, entry.alias: conf})[
             entry.alias
         ]
         existing = databases.get(entry.alias)
         if existing is None:
             databases[entry.alias] = conf
+            _installed.add(entry.alias)
         elif existing != conf:
             existing.clear()  # open connection wrappers hold this very dict
             existing.update(conf)
