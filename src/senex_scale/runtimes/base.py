@@ -93,9 +93,14 @@ def address_of(runtime: Runtime, pool_name: str, pool: Pool, n: int) -> str:
 
 
 def probe_health(address: str, path: str, timeout: float = 2.0, **client: Any) -> bool:
-    """True when ``GET http://ADDRESS/PATH`` answers 2xx within ``timeout`` seconds."""
+    """True when ``GET http://ADDRESS/PATH`` answers 2xx within ``timeout`` seconds.
+
+    Straight to the instance: no proxy from the environment (``trust_env=False``: a probe
+    through a proxy says nothing of the instance), and the body is never read (an instance
+    answering with a huge or endless body costs nothing)."""
+    client.setdefault("trust_env", False)
     try:
-        response = httpx.get(f"http://{address}{path}", timeout=timeout, **client)
+        with httpx.stream("GET", f"http://{address}{path}", timeout=timeout, **client) as response:
+            return 200 <= response.status_code < 300
     except httpx.HTTPError:
         return False
-    return 200 <= response.status_code < 300
