@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from senex_scale.controller.daemon import WebThread
-from senex_scale.lab import free_port
 from senex_scale.store import Store, open_store
 from senex_scale.web.app import create_app
 
@@ -36,22 +34,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened = open_store(f"sqlite:{tmp_path / 'state.db'}")
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    threads: list[WebThread] = []
-
-    def start(app: Any) -> str:
-        port = free_port()
-        web = WebThread(app, "127.0.0.1", port)
-        web.start()
-        threads.append(web)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for web in threads:
-        web.stop()
 
 
 def test_a_foreign_host_name_is_refused(store: Store, serve: Any) -> None:

@@ -146,23 +146,6 @@ def test_status_page_renders_without_console_errors(
     assert rows["role"].startswith("leader")
 
 
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    """``serve(app)``: the app on a free loopback port (uvicorn thread); its base URL."""
-    threads: list[WebThread] = []
-
-    def start(app: Any) -> str:
-        port = free_port()
-        web = WebThread(app, "127.0.0.1", port)
-        web.start()
-        threads.append(web)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for web in threads:
-        web.stop()
-
-
 def test_api_and_controls(filled_store: tuple[Store, Metrics, ControllerLoop], serve: Any) -> None:
     """The JSON API, /metrics, /healthz, and pause/resume behind a token."""
     store, metrics, loop = filled_store
