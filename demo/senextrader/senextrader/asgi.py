@@ -2,7 +2,9 @@
 
 ``daphne -b 127.0.0.1 -p 8001 senextrader.asgi:application``. WebSocket connections are
 counted per instance (``senex_websocket_connections``) and each starts without a
-read-your-writes pin of its own.
+read-your-writes pin of its own. ``WebSocketControl`` answers the controller on
+``/senex/websockets/``: its open connections, and closing some with 1012 on a drain or to
+rebalance (docs/websockets.md).
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from trading.routing import websocket_urlpatterns  # noqa: E402
 
 from senex_scale.contrib.django.metrics import WebSocketGauge  # noqa: E402
 from senex_scale.contrib.django.router import PinScopeMiddleware  # noqa: E402
+from senex_scale.contrib.django.websockets import WebSocketControl  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": WebSocketGauge(
-            PinScopeMiddleware(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = WebSocketControl(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": WebSocketGauge(
+                PinScopeMiddleware(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

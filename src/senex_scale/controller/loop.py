@@ -12,12 +12,14 @@ One tick (it never waits for an action; see ``act.py`` for the workers)::
     plan = core.Decider.decide(observation, now)                      (pure; memory is data)
     live reconcile: orphaned journal entries closed; drifted idle pools repaired
     per decision: hold | busy | dry-run | backoff | a job on the pool's worker       (act.py)
+    idle WebSocket pools: a rebalance job (a bounded share of connections moved) (rebalance.py)
     record the tick (chart rows, status snapshot, jobs in flight), metrics      (record.py)
 
 The module is split by responsibility: ``context`` (what the parts share: store, fence,
 pools, memory lock), ``collect``, ``act`` (workers, scale jobs, action rules, backoff),
-``reconcile`` (takeover and live), ``probe`` (members' health) and ``record``; this one
-holds the lifecycle (run, stop, reload) and the order of a tick.
+``reconcile`` (takeover and live), ``probe`` (members' health), ``rebalance`` (WebSockets
+spread after a scale-out) and ``record``; this one holds the lifecycle (run, stop, reload)
+and the order of a tick.
 
 ``stop()`` (SIGTERM) ends the loop and then waits for the actions in flight to finish;
 ``request_reload()`` (SIGHUP) loads the policy file again at the next tick and keeps the
@@ -43,6 +45,7 @@ from senex_scale.controller.collect import Listing, ingest, list_instances
 from senex_scale.controller.context import Context, PoolHandle, build_pool
 from senex_scale.controller.leader import Leader
 from senex_scale.controller.probe import Prober
+from senex_scale.controller.rebalance import Rebalancer
 from senex_scale.controller.reconcile import Reconciler
 from senex_scale.controller.record import status_doc, update_metrics
 from senex_scale.core.decide import Decider, Plan
@@ -121,6 +124,7 @@ class ControllerLoop:
         self.actor = Actor(self.ctx, self.workers)
         self.prober = Prober(self.ctx)
         self.reconciler = Reconciler(self.ctx, self.workers, self.prober)
+        self.rebalancer = Rebalancer(self.ctx, self.workers)
         self.leading = False
         self.paused = False
         self.reload_error: str | None = None
@@ -310,6 +314,8 @@ class ControllerLoop:
                 dry_run=not acting,
                 now=now,
             )
+        if acting:
+            self.rebalancer.tick(report.outcomes)
         report.plan = plan
         self._record(now, plan, listing, role="leader")
         update_metrics(ctx, plan, listing)

@@ -8,11 +8,17 @@
                                         no: runtime.stop(n), failed      add failed: stop(n), failed
 
     scale-in, the chosen instances (least loaded first, then the newest) all at once:
-        balancer.drain(each) --> wait until each has no connections or drain_timeout (one
-        wait for all) --> disable(n) --> runtime.stop(n) --> balancer.remove(n)
-              |                          |                  |  (stops in parallel)
-              drain failed:              disable failed:    stop failed: n runs, out of
-              nothing stopped            n is not stopped   service (down/maint), not removed
+        balancer.drain(each) --> WebSockets (if any): ask each to close them, paced
+          --> wait until each has no connections or drain_timeout (one wait for all)
+          --> disable(n) --> runtime.stop(n) (stops in parallel) --> balancer.remove(n)
+        drain failed: nothing stopped | disable failed: n is not stopped | stop failed: n
+        runs, out of service (down/maint), not removed
+
+A pool whose instances hold WebSockets (``[pools.NAME.websockets]``) also asks each drained
+instance, right after the drain, to close its WebSockets with 1012 paced over ``drain_close``
+(at most half the drain_timeout: ``runtimes.sessions``), so clients reconnect elsewhere
+before the stop instead of being cut by it; and the wait reads the instance's own counts,
+exact where the balancer cannot count (nginx), so an empty instance is stopped at once.
 
 The balancer never sends a request to a stopped instance: an instance is added only once
 healthy, and stopped only once it is out of service (drained, then disabled: HAProxy's
@@ -46,6 +52,7 @@ from senex_scale.runtimes.base import (
     probe_health,
 )
 from senex_scale.runtimes.placement import removal_order
+from senex_scale.runtimes.sessions import Sessions
 
 POLL = 0.5
 """Seconds between health or connection checks while waiting."""
@@ -93,6 +100,7 @@ class ScaleSequence:
         on_step: Callable[[Step], None] | None = None,
         host: str | None = None,
         guard: Callable[[], None] | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self.name = pool_name
         self.pool = pool
@@ -105,6 +113,10 @@ class ScaleSequence:
         self.host = host
         """Override of where instances answer (default: the runtime's own address)."""
         self.guard = guard
+        self.sessions = sessions
+        """The instances' WebSocket control (a pool with ``websockets``); else None."""
+        if sessions is None and pool.websockets is not None:
+            self.sessions = Sessions(pool.websockets)
         self.avoid: set[int] = set()
         """Instance numbers to take last on scale-out (their start failed recently)."""
 
@@ -234,7 +246,7 @@ class ScaleSequence:
         the newest; the chosen instances drain at the same time (one wait for all)."""
         outcome = Outcome()
         running = self.running()
-        load = {n: self._connections(n) for n in running}
+        load = {n: self._open_count(n) for n in running}
         serving = self._serving()
         order = sorted(
             running,
@@ -280,6 +292,7 @@ class ScaleSequence:
                 outcome.failed[n] = str(exc)
                 self._step(outcome, n, "failed", str(exc))
         if self.balancer is not None:
+            self._close_websockets(draining, outcome)
             for n, why in self._wait_idle(draining).items():
                 self._step(outcome, n, "idle", why)
         stopping = []
@@ -399,6 +412,49 @@ class ScaleSequence:
         except SenexError:
             return None
 
+    def drain_close_over(self) -> float:
+        """Seconds over which a drained instance closes its WebSockets."""
+        if self.pool.websockets is None:
+            return 0.0
+        return min(self.pool.websockets.drain_close, self.pool.drain_timeout / 2)
+
+    def _close_websockets(self, draining: list[int], outcome: Outcome) -> None:
+        """Ask each drained instance to close its WebSockets with 1012 over the window; one
+        that does not answer is waited for as before (drain_timeout bounds it)."""
+        sessions = self.sessions
+        if sessions is None or not draining:
+            return
+        over = self.drain_close_over()
+
+        def ask(n: int) -> None:
+            try:
+                self._check()
+                closing = sessions.close(self.address(n), None, over, "drain")
+            except FencedError:
+                raise
+            except SenexError as exc:
+                self._step(outcome, n, "close", f"not asked: {exc}")
+                return
+            self._step(outcome, n, "close", f"{closing} WebSockets over {over:g}s")
+
+        if len(draining) == 1:
+            ask(draining[0])
+            return
+        with ThreadPoolExecutor(len(draining), thread_name_prefix=f"close-{self.name}") as ex:
+            list(ex.map(ask, draining))
+
+    def _open_count(self, n: int) -> int | None:
+        """Connections open on ``n``: the more of what the balancer and the instance itself
+        say (None when neither can tell)."""
+        known = [c for c in (self._connections(n), self._instance_count(n)) if c is not None]
+        return max(known) if known else None
+
+    def _instance_count(self, n: int) -> int | None:
+        if self.sessions is None:
+            return None
+        counts = self.sessions.counts(self.address(n))
+        return None if counts is None else counts.total
+
     def _wait_idle(self, draining: list[int]) -> dict[int, str]:
         """Wait until every instance of ``draining`` has no open connections, or until
         drain_timeout; say per instance which happened."""
@@ -408,7 +464,7 @@ class ScaleSequence:
         said: dict[int, str] = {}
         while waiting:
             for n in list(waiting):
-                open_now = self._connections(n)
+                open_now = self._open_count(n)
                 if open_now == 0:
                     said[n] = f"no connections after {self.clock() - started:.1f}s"
                     waiting.remove(n)
@@ -416,7 +472,7 @@ class ScaleSequence:
                     if open_now is None:
                         said[n] = (
                             f"drain_timeout {self.pool.drain_timeout:g}s passed "
-                            "(the balancer cannot count connections)"
+                            "(neither the balancer nor the instance counts connections)"
                         )
                     else:
                         said[n] = (

@@ -490,6 +490,61 @@ class Fallback(Model):
     after: Duration = 300.0
 
 
+class WebSockets(Model):
+    """``[pools.NAME.websockets]``: the pool's instances hold long-lived WebSockets.
+
+    The instances serve ``contrib.django.websockets.WebSocketControl`` at ``control``: the
+    controller reads their open connections there (exact, even behind nginx, which cannot
+    count them) and asks them to close some with 1012 ("service restart": the client
+    reconnects at once, through the balancer, to another instance):
+
+    - on a drain, all of them, paced over ``drain_close`` (at most half the drain_timeout),
+      so no client is cut by the stop and the reconnects do not all come in the same second;
+    - with ``rebalance``, after a scale-out left some instances with far more than others:
+      the ones above the mean by more than ``rebalance_tolerance`` close the excess, at most
+      ``rebalance_share`` of the pool's connections per interval (docs/websockets.md).
+    """
+
+    control: str = "/senex/websockets/"
+    """URL path of the instances' control endpoint (GET: counts; POST: close)."""
+    token_env: str | None = None
+    """Environment variable holding the endpoint's bearer token (the app's
+    ``SENEX_SCALE_ENDPOINTS["TOKEN_ENV"]``); unset: the controller is on an allowed network."""
+    drain_close: Duration = 30.0
+    """A drained instance's WebSockets are closed over this long (capped at half the
+    pool's drain_timeout); 0: all at once."""
+    rebalance: StrictBool = True
+    rebalance_share: StrictFloat = Field(default=0.25, gt=0, le=1)
+    """At most this share of the pool's open WebSockets is closed per interval to rebalance
+    (0.25: after 2 -> 4 the new instances hold their share within two intervals)."""
+    rebalance_tolerance: StrictFloat = Field(default=0.2, ge=0)
+    """An instance sheds connections when it holds more than mean x (1 + this)."""
+    rebalance_min: StrictInt = Field(default=2, ge=1)
+    """...and at least this many more than the mean (no churn over one or two clients)."""
+
+    @field_validator("control")
+    @classmethod
+    def _control_path(cls, value: str) -> str:
+        if not value.startswith("/") or not _PATH.fullmatch(value):
+            raise ValueError(
+                f'{json.dumps(value)} is not a URL path: it starts with "/" and has no '
+                'spaces or control characters (e.g. "/senex/websockets/")'
+            )
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        return _env_name(value)
+
+    @field_validator("drain_close")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+
 class Pool(Model):
     """A group of identical instances (``django@1..N``, ``celery-worker-trading@1..N``)."""
 
@@ -529,6 +584,8 @@ class Pool(Model):
     placement: Literal["spread"] = "spread"
     """Where a new instance goes: spread = the reachable host with the fewest of the pool's
     instances (a tie: the first listed); a scale-in takes from the host with the most."""
+    websockets: WebSockets | None = None
+    """The instances hold long-lived WebSockets: clean drains and rebalancing (web pools)."""
 
     @field_validator("health")
     @classmethod
@@ -557,6 +614,8 @@ class Pool(Model):
     def _bounds(self) -> Pool:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.websockets is not None and self.kind != "web":
+            raise ValueError("websockets: only a web pool's instances hold WebSockets")
         if self.port is not None and self.port + self.max > 65535:
             raise ValueError(f"port {self.port} + n exceeds 65535 at n = max ({self.max})")
         names = [h.name for h in self.hosts]

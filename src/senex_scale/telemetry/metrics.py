@@ -94,6 +94,12 @@ class Metrics:
             ["pool", "kind"],
             registry=r,
         )
+        self.websockets_rebalanced = Counter(
+            "senex_scale_websockets_rebalanced",
+            "WebSockets the controller asked instances to close (1012) to spread them",
+            ["pool"],
+            registry=r,
+        )
         self.leader = Gauge("senex_scale_leader", "1 while this controller leads", registry=r)
         self.tick_duration = Histogram(
             "senex_scale_tick_duration_seconds", "Duration of one controller tick", registry=r

@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +220,88 @@ def test_read_your_writes_across_a_redirect_through_daphne(
         assert [t["symbol"] for t in latest] == ["RDR"]
     stranger = httpx.get(f"{daphne.url}/api/trades/latest/9200/", timeout=10).json()
     assert stranger["trades"] == []
+
+
+def control(daphne: Instance, **kwargs: object) -> httpx.Response:
+    url = f"{daphne.url}/senex/websockets/"
+    if kwargs:
+        return httpx.post(url, json=kwargs, timeout=10, trust_env=False)
+    return httpx.get(url, timeout=10, trust_env=False)
+
+
+def test_a_drain_closes_every_websocket_with_1012_paced(daphne: Instance) -> None:
+    """Daphne and the Channels consumer: 6 sockets open, counted; "close all over 1.5 s":
+    every client gets a close frame with 1012, spread over the window (not in one instant);
+    the counts go back to 0 and the gauge with them."""
+    from websockets.exceptions import ConnectionClosed
+
+    with contextlib.ExitStack() as opened:
+        sockets = [opened.enter_context(daphne.ws(9200 + i)) for i in range(6)]
+        for ws in sockets:
+            assert json.loads(ws.recv(timeout=10))["type"] == "positions"
+        assert control(daphne).json() == {"websockets": 6, "requests": 0, "closing": 0}
+        asked = time.monotonic()
+        answer = control(daphne, count=None, over=1.5, reason="drain")
+        assert answer.status_code == 202, answer.text
+        assert answer.json() == {"closing": 6, "over": 1.5}
+        closed_at = []
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            closed_at.append(time.monotonic() - asked)
+            assert info.value.rcvd is not None, "closed without a close frame (1006)"
+            assert info.value.rcvd.code == 1012
+            assert info.value.rcvd.reason == "drain"
+        wait_until(lambda: control(daphne).json()["websockets"] == 0, 10, "counts back to 0")
+    # paced: the last close comes about 1.5 * 5/6 s after the first, not with it
+    assert max(closed_at) - min(closed_at) > 0.8, closed_at
+    assert daphne.gauge() == 0
+
+
+def test_a_rebalance_closes_only_the_oldest(daphne: Instance) -> None:
+    """count = 2 of 4: the two oldest get 1012, the two newest keep streaming."""
+    from websockets.exceptions import ConnectionClosed
+
+    with contextlib.ExitStack() as opened:
+        sockets = []
+        for i in range(4):
+            ws = opened.enter_context(daphne.ws(9300 + i))
+            assert json.loads(ws.recv(timeout=10))["type"] == "positions"
+            sockets.append(ws)
+        answer = control(daphne, count=2, over=0)
+        assert answer.json()["closing"] == 2
+        for ws in sockets[:2]:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == 1012
+        wait_until(lambda: control(daphne).json()["websockets"] == 2, 10, "2 left open")
+        for ws in sockets[2:]:
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
+
+
+def test_the_control_endpoint_is_internal_and_checks_its_input(daphne: Instance) -> None:
+    """Through a proxy (X-Forwarded-For): 403 and nothing closed; bad bodies: 400 naming
+    the key; another method: 405."""
+    with daphne.ws(9400) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "positions"
+        url = f"{daphne.url}/senex/websockets/"
+        proxied = {"X-Forwarded-For": "203.0.113.9"}
+        refused = httpx.post(url, json={"count": None}, headers=proxied, trust_env=False)
+        assert refused.status_code == 403
+        assert "websockets" not in refused.text
+        for body, key in (
+            ({"count": -1}, "count"),
+            ({"count": "3"}, "count"),
+            ({"over": 1e9}, "over"),
+            ({"over": True}, "over"),
+            ({"cuont": 1}, "cuont"),
+        ):
+            bad = httpx.post(url, json=body, trust_env=False)
+            assert bad.status_code == 400, body
+            assert key in bad.json()["error"], bad.text
+        assert httpx.delete(url, trust_env=False).status_code == 405
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
+        assert control(daphne).json()["websockets"] == 1

@@ -4,7 +4,8 @@ The servers are ``senex_scale.lab``'s (docs/lab.md). Once per session: ``Supervi
 venv's ``supervisord -n``) in a tmp dir with ``[program:web]`` declaring instances 1..4 as
 docs/runtime-supervisor.md tells operators to (``numprocs = 4``, ``autostart=false``,
 ``/bin/sh -c 'exec ... $((BASE + %(process_num)d))'``). Each instance is a small Starlette app
-under uvicorn: ``GET /health/`` 200, ``GET /`` its instance number, ``WS /ws`` echoes. Per
+under uvicorn: ``GET /health/`` 200, ``GET /`` its instance number, ``WS /ws`` echoes, inside
+``WebSocketControl`` (``/senex/websockets/``: used only by a policy with ``websockets``). Per
 test: one balancer in front (``HAProxy`` or ``Nginx``), its policy file (pool ``web``, runtime
 supervisor, that balancer), and every instance stopped again afterwards.
 
@@ -43,6 +44,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
+from senex_scale.contrib.django.access import EndpointConfig
+from senex_scale.contrib.django.websockets import WebSocketControl
+
 INSTANCE = os.environ["SENEX_INSTANCE"]
 
 
@@ -63,8 +67,9 @@ async def echo(websocket):
         pass
 
 
-app = Starlette(
-    routes=[Route("/health/", health), Route("/", index), WebSocketRoute("/ws", echo)]
+app = WebSocketControl(
+    Starlette(routes=[Route("/health/", health), Route("/", index), WebSocketRoute("/ws", echo)]),
+    config=EndpointConfig.from_settings(None),
 )
 '''
 
@@ -126,9 +131,15 @@ class Supervisord(lab.Supervisord):
         self.base = base
 
     def policy(
-        self, path: Path, *, drain_timeout: str, balancer: dict[str, str | int | bool]
+        self,
+        path: Path,
+        *,
+        drain_timeout: str,
+        balancer: dict[str, str | int | bool],
+        websockets: dict[str, str | int | float | bool] | None = None,
     ) -> Path:
-        """Write the policy of pool ``web`` (supervisor runtime, ``balancer``) to ``path``."""
+        """Write the policy of pool ``web`` (supervisor runtime, ``balancer``, and
+        ``[pools.web.websockets]`` when given) to ``path``."""
         lines = [
             "[pools.web]",
             "min = 1",
@@ -145,6 +156,9 @@ class Supervisord(lab.Supervisord):
             "[pools.web.balancer]",
             *(f"{key} = {_toml(value)}" for key, value in balancer.items()),
         ]
+        if websockets is not None:
+            lines += ["", "[pools.web.websockets]"]
+            lines += [f"{key} = {_toml(value)}" for key, value in websockets.items()]
         path.write_text("\n".join(lines) + "\n")
         return path
 

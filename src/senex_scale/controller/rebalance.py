@@ -1,0 +1,142 @@
+"""Rebalance: spread long-lived WebSockets after a scale-out, a bounded share per interval.
+
+A WebSocket stays where it was opened. After 2 -> 4 instances the two old ones hold every
+dashboard and the new ones none, for hours; the balancer's least-connections choice helps only
+the connections opened from now on. So every interval, for a pool with
+``[pools.NAME.websockets] rebalance = true`` (the default when the table is there)::
+
+    counts = each READY member's open WebSockets (its control endpoint: runtimes.sessions),
+             less those it is closing already
+    mean   = total / members
+    shed   = every member above mean x (1 + rebalance_tolerance) and at least
+             rebalance_min above the mean closes (count - mean)            (plan(), pure)
+    bound  = at most ceil(rebalance_share x total) per interval, shared in proportion
+    ask    = POST close {count, over: 0.8 x interval}: 1012, paced; the clients reconnect
+             and the balancer (HAProxy leastconn, nginx least_conn) gives them the emptiest
+
+Nothing is asked while the pool has a job in flight (a scale action or a repair), for members
+that are draining or failing their checks, or when a member cannot be counted (its count is
+unknown, so the mean would be wrong). It runs as the pool's job on the workers, so it never
+interleaves with a scale action of the same pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from senex_scale.balancers.base import MemberState
+from senex_scale.controller.act import Workers
+from senex_scale.controller.context import Context, PoolHandle
+from senex_scale.errors import SenexError
+from senex_scale.policy.models import WebSockets
+from senex_scale.runtimes.sessions import Sessions
+
+PACE = 0.8
+"""Closes are spread over this share of the interval (done before the next look)."""
+
+
+def plan(counts: Mapping[int, int], settings: WebSockets) -> dict[int, int]:
+    """How many WebSockets each instance should close now (only those above the line).
+
+    ``counts``: open WebSockets per serving instance (none closing). Pure: the same counts
+    give the same answer, largest excess first when the bound cuts.
+    """
+    if len(counts) < 2:
+        return {}
+    total = sum(counts.values())
+    if total <= 0:
+        return {}
+    mean = total / len(counts)
+    line = mean * (1 + settings.rebalance_tolerance)
+    wants = {
+        n: math.floor(c - mean)
+        for n, c in counts.items()
+        if c > line and c - mean >= settings.rebalance_min
+    }
+    wants = {n: w for n, w in wants.items() if w > 0}
+    budget = math.ceil(settings.rebalance_share * total)
+    asked = sum(wants.values())
+    if asked <= budget:
+        return wants
+    # share the budget in proportion to the excess (largest remainders, then the larger
+    # excess, then the lower number: deterministic)
+    exact = {n: w * budget / asked for n, w in wants.items()}
+    given = {n: math.floor(x) for n, x in exact.items()}
+    left = budget - sum(given.values())
+    order = sorted(exact, key=lambda n: (-(exact[n] - given[n]), -wants[n], n))
+    for n in order[:left]:
+        given[n] += 1
+    return {n: g for n, g in given.items() if g > 0}
+
+
+class Rebalancer:
+    """Submits a rebalance job per pool each tick, when the pool is idle."""
+
+    def __init__(self, ctx: Context, workers: Workers) -> None:
+        self.ctx = ctx
+        self.workers = workers
+
+    def tick(self, busy: Mapping[str, str]) -> list[str]:
+        """Start a rebalance job for each pool that wants one; ``busy``: this tick's outcome
+        per pool (a pool that started a job this tick is left alone). The pools started."""
+        started = []
+        for name, handle in self.ctx.pools.items():
+            ws = handle.spec.websockets
+            if ws is None or not ws.rebalance or handle.balancer is None:
+                continue
+            if handle.error is not None or busy.get(name) == "running":
+                continue
+            if self.workers.busy(name) is not None:
+                continue
+            if self.workers.submit(name, "rebalance", functools.partial(self._job, handle)):
+                started.append(name)
+        return started
+
+    def _job(self, handle: PoolHandle) -> None:
+        self.run(handle)
+
+    def run(self, handle: PoolHandle) -> dict[int, int]:
+        """One look at the pool: counts, plan, closes asked. What was asked per instance."""
+        ctx = self.ctx
+        settings = handle.spec.websockets
+        assert settings is not None and handle.balancer is not None
+        try:
+            members = [m for m in handle.balancer.members() if m.state is MemberState.READY]
+        except SenexError as exc:
+            ctx.log.warning("rebalance: no members", pool=handle.name, error=str(exc))
+            return {}
+        if len(members) < 2:
+            return {}
+        sessions = Sessions(settings)
+        address = {m.n: m.address for m in members}
+        with ThreadPoolExecutor(min(8, len(members)), thread_name_prefix="ws-count") as ex:
+            found = dict(zip(address, ex.map(sessions.counts, address.values()), strict=True))
+        if any(c is None for c in found.values()):
+            unknown = sorted(n for n, c in found.items() if c is None)
+            ctx.log.info("rebalance: not every member counted", pool=handle.name, unknown=unknown)
+            return {}
+        counts = {n: c.websockets - c.closing for n, c in found.items() if c is not None}
+        wanted = plan(counts, settings)
+        if not wanted:
+            return {}
+        over = PACE * ctx.policy.controller.interval
+        asked: dict[int, int] = {}
+        for n, count in sorted(wanted.items()):
+            ctx.guard()
+            try:
+                asked[n] = sessions.close(address[n], count, over, "rebalance")
+            except SenexError as exc:
+                ctx.log.warning("rebalance: close not taken", pool=handle.name, n=n, error=str(exc))
+                continue
+            ctx.metrics.websockets_rebalanced.labels(handle.name).inc(asked[n])
+        ctx.log.info(
+            "rebalance",
+            pool=handle.name,
+            counts={str(n): c for n, c in sorted(counts.items())},
+            closing={str(n): c for n, c in asked.items()},
+            over=round(over, 1),
+        )
+        return asked
