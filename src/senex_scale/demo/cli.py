@@ -16,6 +16,7 @@ NUMBERS = (
     ("failed_requests", "failed HTTP requests"),
     ("websockets_closed_early", "WebSockets closed before their drain"),
     ("websockets_closed_by_drain", "WebSockets closed by a drain (reconnected)"),
+    ("websockets_rebalanced", "WebSockets moved by rebalancing (reconnected)"),
     ("tasks_queued", "Celery tasks queued"),
     ("tasks_lost", "Celery tasks lost"),
     ("tasks_duplicated", "Celery tasks done twice"),

@@ -289,7 +289,9 @@ class LoadGenerator:
                     receive.result()
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
-                    sock.closed, sock.by, sock.detail = time.time(), "server", f"code {code}"
+                    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                    detail = f"code {code} {reason}".strip()
+                    sock.closed, sock.by, sock.detail = time.time(), "server", detail
                     return
         finally:
             stopper.cancel()

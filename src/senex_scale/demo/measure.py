@@ -5,7 +5,8 @@
 - failed HTTP requests: errors and non-2xx answers;
 - WebSocket connections closed early: closed by the server, or broken, while their
   instance was not being drained (a close after the instance's ``drain`` step is the drain
-  doing its job: the client reconnects to another instance);
+  doing its job: the client reconnects to another instance), and not asked by the
+  controller's rebalancing (1012 "rebalance": counted apart, the client reconnects too);
 - lost and duplicated Celery tasks: queued trades without a row, or with two;
 - latency p50/p99 overall, per load phase, and during scale events (from a decision to its
   last step);
@@ -19,6 +20,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+REBALANCED = "code 1012 rebalance"
+"""How the load records a close the controller's rebalancing asked for."""
 DRAIN_SLACK = 0.5
 """Seconds of clock difference allowed between a drain step and a close it caused."""
 
@@ -85,7 +88,7 @@ def measure(
         if r["status"] is not None and any(a <= r["at"] <= b for a, b in windows)
     ]
     drains = _drains(decisions, "django")
-    early, drained, broken = [], 0, 0
+    early, drained, broken, rebalanced = [], 0, 0, 0
     for sock in record["sockets"]:
         if sock["by"] == "error":
             broken += 1
@@ -97,6 +100,8 @@ def measure(
         times = drains.get(n, []) if n is not None else []
         if any(t - DRAIN_SLACK <= sock["closed"] for t in times):
             drained += 1
+        elif sock.get("detail") == REBALANCED:
+            rebalanced += 1
         else:
             early.append(sock)
     queued = record["queued"]
@@ -126,6 +131,7 @@ def measure(
         "websockets": len(record["sockets"]),
         "websockets_closed_early": len(early),
         "websockets_closed_by_drain": drained,
+        "websockets_rebalanced": rebalanced,
         "websocket_connect_errors": broken,
         "tasks_queued": len(queued),
         "tasks_lost": len(lost),

@@ -134,6 +134,8 @@ def demo_policy_doc(
                 "config": endpoints.haproxy_config,
                 "cookie": False,
             }
+            # clean drains (1012, paced) and rebalancing after a scale-out (docs/websockets.md)
+            pool.setdefault("websockets", {})
     for rule in out["rules"]:
         metric = rule["metric"]
         for key in ("scale_out", "scale_in", "when"):

@@ -198,7 +198,10 @@ class DemoStack:
         self.haproxy = self._up(
             HAProxy(
                 root / "haproxy",
-                conf=http_proxy("django", client_timeout="1h", server_timeout="1h"),
+                # leastconn: reconnecting WebSockets (a drain, a rebalance) go to the emptiest
+                conf=http_proxy(
+                    "django", client_timeout="1h", server_timeout="1h", balance="leastconn"
+                ),
             ),
             "HAProxy",
             progress,

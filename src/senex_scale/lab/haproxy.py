@@ -33,11 +33,13 @@ def http_proxy(
     retries: int | None = None,
     client_timeout: str = "30s",
     server_timeout: str = "30s",
+    balance: str = "roundrobin",
 ) -> str:
     """A ``conf`` for ``HAProxy``: HTTP mode, ``frontend`` on ``127.0.0.1:{port}`` and an
-    empty round-robin ``backend`` (a balancer adds its servers) whose servers are checked
-    with ``GET health``. ``cookie``: sticky sessions on that cookie; ``retries``: HAProxy's
-    (0: a failed request is never sent again); WebSocket tunnels may stay open an hour."""
+    empty ``backend`` (a balancer adds its servers; ``balance``: round-robin, or ``leastconn``
+    for long-lived WebSockets) whose servers are checked with ``GET health``. ``cookie``:
+    sticky sessions on that cookie; ``retries``: HAProxy's (0: a failed request is never sent
+    again); WebSocket tunnels may stay open an hour."""
     defaults = ["mode http"]
     if retries is not None:
         defaults.append(f"retries {retries}")
@@ -48,7 +50,7 @@ def http_proxy(
         "timeout tunnel 1h",
         "timeout http-keep-alive 10s",
     ]
-    back = ["balance roundrobin"]
+    back = [f"balance {balance}"]
     if cookie is not None:
         back.append(f"cookie {cookie} insert indirect nocache")
     back += [f"option httpchk GET {health}", "http-check expect status 200"]
