@@ -15,7 +15,12 @@ Settings (``[pools.NAME] balancer = { type = "nginx", ... }``)::
     conf            main config for ``nginx -t -c`` and ``nginx -s reload -c``
                     (default /etc/nginx/nginx.conf)
     prefix          ``-p PREFIX`` for both commands (optional)
-    ip_hash         write ``ip_hash;`` (sticky clients, default true)
+    balance         how nginx picks a server: "ip_hash" (sticky clients by address),
+                    "least_conn" (the server with the fewest active connections, counted in a
+                    shared ``zone`` so all workers agree) or "round_robin" (optional: from
+                    ``ip_hash``)
+    ip_hash         the older switch: true is balance = "ip_hash", false "round_robin"
+                    (default true); given with ``balance``, the two must agree
     max_fails       per server (default 3)
     fail_timeout    per server, an nginx time such as "30s" (default)
     keepalive       idle upstream connections per worker (default 32; 0 leaves it out)
@@ -23,8 +28,16 @@ Settings (``[pools.NAME] balancer = { type = "nginx", ... }``)::
 
 The file is the source of truth: ``members()`` parses it. Each server line follows a comment
 naming its instance (``# senex-scale n=3``); a line without one (a hand-written file such as
-the seed's) is adopted by the pool's port scheme (port = BASE + n). Any other directive makes
-the file refused rather than silently overwritten.
+the seed's) is adopted by the pool's port scheme (port = BASE + n). The balancing lines this
+balancer writes (``ip_hash;``, ``least_conn;``, ``zone NAME SIZE;``, ``keepalive N;``) are read
+past, whichever the settings ask for (the next change writes the settings' own); any other
+directive makes the file refused rather than silently overwritten.
+
+WebSockets: every change is an ``nginx -s reload``, and a reload leaves every connection
+opened before it (not only the drained server's) on the old workers, which cut them without
+a close frame when ``worker_shutdown_timeout`` expires. Pools whose clients hold WebSockets
+put a local HAProxy between nginx and the instances instead (``docs/balancer-nginx.md``,
+"WebSockets and reloads").
 
 Drain: open source nginx has no drain state. A drained member is written ``down``: nginx sends
 it no new requests, it keeps its slot so ``ip_hash`` does not remap the other clients, and
@@ -56,7 +69,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -85,7 +98,13 @@ _UPSTREAM_LINE = re.compile(r"^upstream\s+(?P<name>\S+)\s*\{$")
 _MARK_LINE = re.compile(r"^#\s*senex-scale\s+(?:n=(?P<n>\d+)|(?P<placeholder>placeholder))\b")
 _SERVER_LINE = re.compile(r"^server\s+(?P<address>[^\s;]+)(?P<params>(?:\s+[^\s;]+)*)\s*;$")
 _OWN_PARAM = re.compile(r"^(max_fails|fail_timeout)=\S+$")
-_KNOWN_LINE = re.compile(r"^(ip_hash\s*;|keepalive\s+\d+\s*;|\})$")
+_KNOWN_LINE = re.compile(
+    r"^(ip_hash\s*;|least_conn\s*;|zone\s+[A-Za-z0-9_.\-]+(\s+\d+[kKmM]?)?\s*;"
+    r"|keepalive\s+\d+\s*;|\})$"
+)
+ZONE_SIZE = "64k"
+"""Shared memory of a ``least_conn`` upstream's ``zone``: the connection counts of every
+worker in one place (a few hundred bytes per server; nginx's smallest useful size)."""
 
 
 def _upstream_name(value: str) -> str:
@@ -118,11 +137,33 @@ class NginxSettings(Settings):
     nginx: str = Field(default="nginx", min_length=1)
     conf: Path = Path("/etc/nginx/nginx.conf")
     prefix: Path | None = None
+    balance: Literal["ip_hash", "least_conn", "round_robin"] | None = None
+    """How nginx picks a server; None: from ``ip_hash``."""
     ip_hash: StrictBool = True
+    """The older switch (true: ``ip_hash``, false: round robin); ``balance`` is clearer."""
     max_fails: StrictInt = Field(default=3, ge=0)
     fail_timeout: Annotated[str, BeforeValidator(_nginx_time)] = "30s"
     keepalive: StrictInt = Field(default=32, ge=0)
     reload_timeout: Timeout = 10.0
+
+    @field_validator("ip_hash")
+    @classmethod
+    def _agrees_with_balance(cls, value: bool, info: ValidationInfo) -> bool:
+        """Run only when ``ip_hash`` is given: with ``balance`` too, the two must agree."""
+        balance = info.data.get("balance")
+        if balance is not None and value != (balance == "ip_hash"):
+            raise ValueError(
+                f'ip_hash = {str(value).lower()} contradicts balance = "{balance}"; '
+                "give only balance"
+            )
+        return value
+
+    @property
+    def method(self) -> str:
+        """The balancing method in force: ``balance``, else ``ip_hash`` or round robin."""
+        if self.balance is not None:
+            return self.balance
+        return "ip_hash" if self.ip_hash else "round_robin"
 
     @field_validator("file", "conf", "prefix")
     @classmethod
@@ -236,7 +277,11 @@ class NginxBalancer:
             f"# Written by senex-scale for pool {self.pool}: changes by hand are overwritten.",
             f"upstream {s.upstream} {{",
         ]
-        if s.ip_hash:
+        if s.method == "least_conn":
+            # without a shared zone each worker counts only its own connections
+            lines.append(f"    zone {s.upstream} {ZONE_SIZE};")
+            lines.append("    least_conn;")
+        elif s.method == "ip_hash":
             lines.append("    ip_hash;")
         for server in sorted(servers, key=lambda x: x.n):
             down = " down" if server.down else ""

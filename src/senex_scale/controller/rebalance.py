@@ -18,6 +18,11 @@ Nothing is asked while the pool has a job in flight (a scale action or a repair)
 that are draining or failing their checks, or when a member cannot be counted (its count is
 unknown, so the mean would be wrong). It runs as the pool's job on the workers, so it never
 interleaves with a scale action of the same pool.
+
+Rebalancing that does not spread (the clients come back to the instance that closed them:
+a sticky cookie, ``ip_hash``, a balancer not choosing by connections) would only churn. After
+``FUTILE`` asks in a row without the spread (the largest count less the smallest) shrinking,
+the pool's rebalancing pauses for ``PAUSE`` intervals and the log says why.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ from senex_scale.runtimes.sessions import Sessions
 
 PACE = 0.8
 """Closes are spread over this share of the interval (done before the next look)."""
+FUTILE = 4
+"""Asks in a row that did not shrink the spread before the pool's rebalancing pauses."""
+PAUSE = 20
+"""Intervals a futile rebalancing pauses for."""
 
 
 def plan(counts: Mapping[int, int], settings: WebSockets) -> dict[int, int]:
@@ -78,6 +87,9 @@ class Rebalancer:
     def __init__(self, ctx: Context, workers: Workers) -> None:
         self.ctx = ctx
         self.workers = workers
+        self._spreads: dict[str, list[int]] = {}
+        """Per pool: the spread at each ask since it last shrank."""
+        self._paused_until: dict[str, float] = {}
 
     def tick(self, busy: Mapping[str, str]) -> list[str]:
         """Start a rebalance job for each pool that wants one; ``busy``: this tick's outcome
@@ -121,6 +133,9 @@ class Rebalancer:
         counts = {n: c.websockets - c.closing for n, c in found.items() if c is not None}
         wanted = plan(counts, settings)
         if not wanted:
+            self._spreads.pop(handle.name, None)
+            return {}
+        if self._futile(handle.name, max(counts.values()) - min(counts.values())):
             return {}
         over = PACE * ctx.policy.controller.interval
         asked: dict[int, int] = {}
@@ -140,3 +155,28 @@ class Rebalancer:
             over=round(over, 1),
         )
         return asked
+
+    def _futile(self, pool: str, spread: int) -> bool:
+        """True while the pool's rebalancing is paused (it did not spread anything)."""
+        now = self.ctx.clock()
+        if now < self._paused_until.get(pool, 0.0):
+            return True
+        seen = self._spreads.setdefault(pool, [])
+        if seen and spread < min(seen):
+            seen.clear()
+        seen.append(spread)
+        if len(seen) <= FUTILE:
+            return False
+        interval = self.ctx.policy.controller.interval
+        self._paused_until[pool] = now + PAUSE * interval
+        seen.clear()
+        self.ctx.log.warning(
+            "rebalance paused: the closed WebSockets came back to the same instances",
+            pool=pool,
+            spread=spread,
+            asks=FUTILE,
+            pause=round(PAUSE * interval, 1),
+            hint="is the balancer sticky (cookie, ip_hash) or not choosing by connections "
+            "(leastconn / least_conn)?",
+        )
+        return True

@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -683,20 +684,29 @@ class Sentinel(Model):
 
 
 class Nginx(Model):
-    """nginx on every web host: the pool's upstream and WebSocket proxying."""
+    """nginx on every web host: the site (WebSocket proxying, internal paths refused) and its
+    upstream: the local HAProxy (``[web_haproxy]``), or the instances themselves when that is
+    disabled."""
 
     listen: Port = 8000
     """Port nginx listens on (HAProxy's backend port when the balancer is HAProxy)."""
     server_name: Annotated[str, AfterValidator(_server_name)] = "_"
     """nginx ``server_name``: host names, ``*.example.com``, ``example.*`` or ``_`` (any)."""
     upstream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "django_backend"
+    """The upstream's name; also the local HAProxy's backend of the pool's instances."""
     pool: Name = "django"
     ip_hash: StrictBool = True
+    """Without ``[web_haproxy]`` only (nginx's upstream holds the instances): ``ip_hash``."""
     max_fails: StrictInt = Field(default=3, ge=0)
+    """Without ``[web_haproxy]`` only: per instance (one upstream server never fails out)."""
     fail_timeout: Time = "30s"
+    """Without ``[web_haproxy]`` only: per instance."""
     keepalive: StrictInt = Field(default=32, ge=0)
+    """Idle upstream connections kept per worker (0: none)."""
     worker_shutdown_timeout: Time = "120s"
-    """How long old workers keep serving (WebSockets) after a reload before they are closed."""
+    """How long old workers keep serving (WebSockets) after a reload before they are closed:
+    a reload (a deploy, a certificate) cuts the WebSockets left on them after this long, but
+    without it old workers would pile up with every reload."""
     websocket_path: UrlPath = "/ws/"
     pid: AbsPath = "/run/nginx.pid"
     error_log: AbsPath = "/var/log/nginx/error.log"
@@ -710,13 +720,60 @@ class HAProxy(Model):
     tls_certificate: AbsPath | None = "/etc/letsencrypt/live/example.com/combined.pem"
     """PEM with certificate and key; none: plain HTTP on ``bind``."""
     admin_socket: AbsPath = "/run/haproxy/admin.sock"
-    cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "SERVERID"
+    balance: Literal["leastconn", "roundrobin"] = "leastconn"
+    """How new connections pick a web host: leastconn (the default) sends the WebSockets a
+    rebalance or a drain asks to reconnect to the host holding the fewest."""
+    cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    """A sticky-session cookie (e.g. "SERVERID"): each client stays on one web host. None (the
+    default): Channels and the sessions live in Redis and PostgreSQL, and a sticky client that
+    an instance asks to reconnect (1012) would come straight back to the same host."""
     check_interval: Time = "2s"
     check_host: Address | None = None
     """Host header of the health check (Django's ALLOWED_HOSTS must accept it); none: HTTP/1.0
     without one, which Django answers with 400 unless the health view ignores the host."""
     timeout_tunnel: Time = "1h"
     """Idle limit of an upgraded (WebSocket) connection."""
+
+
+class WebHAProxy(Model):
+    """HAProxy on every web host, between nginx and the pool's instances (``haproxy-web.cfg``).
+
+    nginx's upstream is this HAProxy alone, on loopback and static: nginx is reloaded on
+    deploys and certificate renewals only, never on scaling. The instances are HAProxy's
+    servers, which the controller's ``haproxy`` balancer adds, drains and removes through the
+    admin socket (no reload, no restart) and persists in ``config``; ``balance leastconn``
+    sends new and reconnecting WebSockets to the instance holding the fewest. ``enabled =
+    false`` renders the older layout: nginx's upstream holds the instances and the ``nginx``
+    balancer rewrites it and reloads nginx on every scale action, which cuts every WebSocket
+    opened before it once ``worker_shutdown_timeout`` expires (fine for HTTP-only pools).
+    """
+
+    enabled: StrictBool = True
+    listen: Port = 7999
+    """Its frontend's port on 127.0.0.1: the one server of nginx's upstream. Below the
+    instances' ``BASE + n`` and beside nginx's 8000."""
+    config: AbsPath = "/var/lib/senex-scale/haproxy-web.cfg"
+    """Where the config is installed: the policy's ``balancer.config``. The controller writes
+    it (a checked temporary file beside it, renamed over it), so its directory belongs to the
+    controller's user, like the controller's state in /var/lib/senex-scale."""
+    admin_socket: AbsPath = "/var/lib/senex-scale/haproxy-web.sock"
+    """The admin socket (mode 600, level admin): the policy's ``balancer.socket``. Only its
+    owner, the user HAProxy runs as (the controller's), may add and drain servers."""
+    admin_port: Port | None = None
+    """Also an admin socket on the host's address and this port (``stats socket
+    ipv4@ADDRESS:PORT``), for a controller on another host (the policy's ``socket =
+    "{address}:PORT"`` with ``per_host``). It has no authentication: firewall it to the
+    controller. None: the unix socket only."""
+    binary: AbsPath = "/usr/sbin/haproxy"
+    timeout_tunnel: Time = "1h"
+    """Idle limit of an upgraded (WebSocket) connection, as nginx's proxy_read_timeout on the
+    WebSocket path."""
+    hard_stop_after: Time = "120s"
+    """After a reload (a deploy), the old process keeps its connections for at most this long,
+    so old processes never pile up: the counterpart of nginx's ``worker_shutdown_timeout``."""
+    check_host: Address | None = None
+    """Host header of the health check (Django's ALLOWED_HOSTS must accept it); none: HTTP/1.0
+    without one, which Django answers with 400 unless the health view ignores the host."""
 
 
 def _webhook(value: str) -> str:
@@ -798,6 +855,7 @@ class Inventory(Model):
     sentinel: Sentinel = Sentinel()
     balancer: Balancer = Balancer()
     nginx: Nginx = Nginx()
+    web_haproxy: WebHAProxy = WebHAProxy()
     haproxy: HAProxy = HAProxy()
     prometheus: Prometheus = Prometheus()
     controller: Controller = Controller()
@@ -924,10 +982,47 @@ def cross_check(data: Mapping[str, Any]) -> list[str]:
             )
         elif pools[web_pool].get("kind") == "worker":
             problems.append(f'nginx.pool: "{web_pool}" is a worker pool, not a web pool')
+    problems += _web_haproxy_ports(data, pools)
     problems += _shared_addresses(hosts)
     problems += _user_references(data)
     problems += _schedule_references(data, pools)
     problems += _port_clashes(data, hosts, roles)
+    return problems
+
+
+_PORT_BASE: TypeAdapter[int] = TypeAdapter(PortBase)
+
+
+def _web_haproxy_ports(data: Mapping[str, Any], pools: Mapping[str, Any]) -> list[str]:
+    """The local HAProxy's ports must not be nginx's or any web instance's (``BASE + n``)."""
+    section = _section(data, "web_haproxy")
+    if section.get("enabled", True) is False:
+        return []
+    nginx = _value(_section(data, "nginx"), Nginx, "listen", int)
+    problems: list[str] = []
+    for field in ("listen", "admin_port"):
+        port = _value(section, WebHAProxy, field, int)
+        if port is None:
+            continue
+        if port == nginx:
+            problems.append(f"web_haproxy.{field}: {port} is also nginx.listen")
+        for name, pool in pools.items():
+            base = pool.get("port")
+            top = _value(pool, PoolSpec, "max", int)
+            if pool.get("kind") != "web" or not isinstance(base, str) or top is None:
+                continue
+            try:
+                first = _PORT_BASE.validate_python(base)
+            except ValidationError:
+                continue  # the model reports a bad port scheme
+            if first < port <= first + top:
+                problems.append(
+                    f"web_haproxy.{field}: {port} is the port of pools.{name} instance "
+                    f"{port - first} (BASE + n = {first} + n, n up to {top})"
+                )
+    admin = _value(section, WebHAProxy, "admin_port", int)
+    if admin is not None and admin == _value(section, WebHAProxy, "listen", int):
+        problems.append(f"web_haproxy.admin_port: {admin} is also web_haproxy.listen")
     return problems
 
 

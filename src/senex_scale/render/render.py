@@ -5,6 +5,7 @@ Output layout: one directory per host holding exactly the files that host needs,
     OUT/MANIFEST.json                  every file: host, kind, mode, where it is installed
     OUT/web01/quadlet/django@.container ...
     OUT/web01/nginx/nginx.conf, nginx/conf.d/django_backend.conf, nginx/conf.d/senex.conf
+    OUT/web01/haproxy/haproxy-web.cfg, systemd/haproxy-web.service   (nginx -> HAProxy -> instances)
     OUT/db01/postgresql/postgresql.conf, pg_hba.conf, roles.sql   pgbouncer/pgbouncer.ini ...
 
 The sequence never leaves a half-written ``--out``: everything is rendered into a temporary
@@ -489,34 +490,38 @@ def _redis(
         )
 
 
-def _nginx(inv: Inventory, ctx: dict[str, Any], node: Node, add: Add) -> None:
-    from senex_scale.balancers.base import Member, MemberState
-    from senex_scale.balancers.nginx import NginxBalancer
-    from senex_scale.policy.models import Pool
+def initial_members(inv: Inventory, node: Node, web_hosts: Sequence[Node]) -> list[tuple[int, str]]:
+    """(n, address) of the instances 1..min of the nginx pool that ``node`` starts with.
 
+    The address is the one the controller gives the instance, so it adopts the rendered
+    servers as they are: on one web host every instance at ``127.0.0.1:BASE+n`` (a pool
+    without ``hosts``); on several, instance n on web host (n - 1) mod count at that host's
+    address (the controller's spread placement and its ``per_host`` balancers).
+    """
+    pool = inv.pools[inv.nginx.pool]
+    numbers = range(1, pool.min + 1)
+    if len(web_hosts) <= 1:
+        return [(n, f"127.0.0.1:{pool.port_of(n)}") for n in numbers]
+    index = [w.name for w in web_hosts].index(node.name)
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return [(n, f"{host}:{pool.port_of(n)}") for n in numbers if (n - 1) % len(web_hosts) == index]
+
+
+def _nginx(inv: Inventory, ctx: dict[str, Any], node: Node, add: Add) -> None:
+    """nginx on a web host and, with ``[web_haproxy]``, the local HAProxy behind it."""
     pool = inv.pools[inv.nginx.pool]
     ng = inv.nginx
     install = f"/etc/nginx/conf.d/{ng.upstream}.conf"
-    # The upstream file is the one the nginx balancer manages: rendered by the balancer
-    # itself, so the controller adopts it as is (instances 1..min, marked "# senex-scale n=N").
-    balancer = NginxBalancer(
-        ng.pool,
-        Pool(kind="web", port=pool.port, min=pool.min, max=pool.max, health=pool.health),
-        {
-            "upstream": ng.upstream,
-            "file": install,
-            "ip_hash": ng.ip_hash,
-            "max_fails": ng.max_fails,
-            "fail_timeout": ng.fail_timeout,
-            "keepalive": ng.keepalive,
-        },
-    )
-    members = [
-        Member(n, f"127.0.0.1:{pool.port_of(n)}", MemberState.READY)
-        for n in range(1, max(pool.min, 1) + 1)
-    ]
+    members = initial_members(inv, node, ctx["web_hosts"])
     add(node, "nginx", "nginx.conf", "/etc/nginx/nginx.conf", _render("nginx.conf.j2", **ctx))
-    add(node, "nginx", f"conf.d/{ng.upstream}.conf", install, balancer.render(members))
+    if inv.web_haproxy.enabled:
+        # nginx's upstream is the local HAProxy, static (the same file name as the nginx
+        # balancer's, so installing it replaces that file on a host that had one)
+        text = _render("nginx-upstream.conf.j2", **ctx)
+        add(node, "nginx", f"conf.d/{ng.upstream}.conf", install, text)
+        _web_haproxy(inv, ctx, node, add, members)
+    else:
+        add(node, "nginx", f"conf.d/{ng.upstream}.conf", install, _nginx_upstream(inv, members))
     add(
         node,
         "nginx",
@@ -524,6 +529,64 @@ def _nginx(inv: Inventory, ctx: dict[str, Any], node: Node, add: Add) -> None:
         "/etc/nginx/conf.d/senex.conf",
         _render("nginx-site.conf.j2", **ctx, health=pool.health),
     )
+
+
+def _nginx_upstream(inv: Inventory, members: Sequence[tuple[int, str]]) -> str:
+    """The upstream of the instances, written by the nginx balancer's own renderer, so the
+    controller adopts it as is (marked ``# senex-scale n=N``)."""
+    from senex_scale.balancers.base import Member, MemberState
+    from senex_scale.balancers.nginx import NginxBalancer
+    from senex_scale.policy.models import Pool
+
+    pool = inv.pools[inv.nginx.pool]
+    ng = inv.nginx
+    balancer = NginxBalancer(
+        ng.pool,
+        Pool(kind="web", port=pool.port, min=pool.min, max=pool.max, health=pool.health),
+        {
+            "upstream": ng.upstream,
+            "file": f"/etc/nginx/conf.d/{ng.upstream}.conf",
+            "ip_hash": ng.ip_hash,
+            "max_fails": ng.max_fails,
+            "fail_timeout": ng.fail_timeout,
+            "keepalive": ng.keepalive,
+        },
+    )
+    return balancer.render([Member(n, address, MemberState.READY) for n, address in members])
+
+
+def _web_haproxy(
+    inv: Inventory,
+    ctx: dict[str, Any],
+    node: Node,
+    add: Add,
+    members: Sequence[tuple[int, str]],
+) -> None:
+    """The local HAProxy of a web host: its config and the systemd unit that runs it.
+
+    Its server lines are the ones the controller's ``haproxy`` balancer writes for a ready
+    server (``{pool}-{n} ADDRESS check``: its default prefix, ``cookie = false``), so the
+    balancer replaces them in place and the policy needs no ``server_prefix``.
+    """
+    wh = inv.web_haproxy
+    pool = inv.pools[inv.nginx.pool]
+    servers = [f"server {inv.nginx.pool}-{n} {address} check" for n, address in members]
+    admin_bind = None
+    if wh.admin_port is not None:
+        family = ("ipv6" if ":" in node.address else "ipv4") if node.is_ip else None
+        admin_bind = f"{family + '@' if family else ''}{node.address}:{wh.admin_port}"
+    text = _render(
+        "haproxy-web.cfg.j2",
+        **ctx,
+        wh=wh,
+        servers=servers,
+        health=pool.health,
+        admin_bind=admin_bind,
+    )
+    add(node, "haproxy", "haproxy-web.cfg", wh.config, text)
+    unit = "haproxy-web.service"
+    text = _render("haproxy-web.service.j2", **ctx, wh=wh)
+    add(node, "systemd", unit, f"{ctx['systemd_dir']}/{unit}", text)
 
 
 def _prometheus(

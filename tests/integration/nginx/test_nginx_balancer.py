@@ -219,7 +219,7 @@ def test_seed_file_is_adopted_by_port(nginx: Nginx, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("upstream senex_web {\n    least_conn;\n    server 127.0.0.1:1;\n}\n", "least_conn"),
+        ("upstream senex_web {\n    hash $remote_addr;\n    server 127.0.0.1:1;\n}\n", "hash"),
         ("upstream other {\n    server 127.0.0.1:1;\n}\n", "expected only upstream"),
         ("upstream senex_web {\n    server 10.0.0.1:80;\n}\n", "has no"),
         ("upstream senex_web {\n    # senex-scale n=1\n    server h:1 weight=2;\n}\n", "weight"),

@@ -2,8 +2,9 @@
 
 ``deployment`` takes examples/inventory.toml, points every host at 127.0.0.1 with ports of its
 own (the per-host ``ports`` overrides), puts paths (PgBouncer's files, nginx's pid and logs,
-HAProxy's socket and a throwaway certificate) under a lab directory and gives Sentinel short
-timeouts; then renders it with ``senex_scale.render`` like ``senex-scale render`` does.
+HAProxy's socket and a throwaway certificate, the web hosts' local HAProxy's config and admin
+socket) under a lab directory and gives Sentinel short timeouts; then renders it with
+``senex_scale.render`` like ``senex-scale render`` does.
 
 The servers run from the rendered files through small subclasses of the lab's ``Server``
 (process tree, readiness, log tails and clean stops come from ``senex_scale.lab``): the lab's
@@ -21,16 +22,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
 import pytest
 import redis
 
-from senex_scale.lab import Server, free_port, free_port_range, lab_dir
+from senex_scale.lab import HAProxy, Server, free_port, free_port_range, lab_dir
 from senex_scale.render.inventory import Inventory, validate_inventory
 from senex_scale.render.render import render
 
@@ -104,6 +107,7 @@ def deployment() -> Iterator[Deployment]:
         "nginx": root / "nginx",
         "haproxy": root / "haproxy",
         "certificate": root / "haproxy" / "site.pem",
+        "web_haproxy": root / "haproxy-web",
     }
     data["pools"]["django"]["port"] = f"{free_port_range(data['pools']['django']['max'])} + n"
     data["nginx"]["listen"] = free_port()
@@ -133,6 +137,12 @@ def deployment() -> Iterator[Deployment]:
         bind=f"127.0.0.1:{free_port()}",
         admin_socket=str(paths["haproxy"] / "admin.sock"),
         tls_certificate=str(paths["certificate"]),
+    )
+    data["web_haproxy"].update(
+        listen=free_port(),
+        admin_port=free_port(),
+        config=str(paths["web_haproxy"] / "haproxy-web.cfg"),
+        admin_socket=str(paths["web_haproxy"] / "admin.sock"),
     )
     for path in paths.values():
         (path if not path.suffix else path.parent).mkdir(parents=True, exist_ok=True)
@@ -322,6 +332,61 @@ class RenderedNginx(Server):
             return True
 
 
+class RenderedHAProxy(HAProxy):
+    """The web host's local HAProxy: ``haproxy -W -f`` on the rendered ``haproxy-web.cfg``,
+    installed (copied afresh at each start) where the inventory puts it, ``web_haproxy.config``,
+    which the policy's ``balancer.config`` names and the balancer rewrites; its admin socket is
+    the inventory's ``web_haproxy.admin_socket``. The lab's ``HAProxy`` gives the rest
+    (``command``, ``reload``, readiness on the admin socket)."""
+
+    def __init__(self, root: Path, port: int, *, rendered: Path, config: Path, socket: Path):
+        super().__init__(root, port, conf="")
+        self.rendered = rendered
+        self._config = config
+        self._socket = socket
+
+    @property
+    def config(self) -> Path:
+        return self._config
+
+    @property
+    def socket(self) -> Path:
+        return self._socket
+
+    def _prepare(self) -> None:
+        shutil.copy2(self.rendered, self._config)
+
+
+class Backend:
+    """One Daphne stand-in on 127.0.0.1:PORT: ``/health/`` answers 200, ``/ws/...`` echoes
+    WebSocket messages prefixed with its port (so a test sees which instance answered), and
+    the paths the site keeps internal (``/ready``, ``/metrics``, ``/senex/``) answer 200
+    "inside PATH", as the app does on its own port: only the site's refusal keeps them out."""
+
+    def __init__(self, port: int) -> None:
+        from websockets.sync.server import serve
+
+        def health(connection: Any, request: Any) -> Any:
+            if request.path == "/health/":
+                return connection.respond(200, "ok\n")
+            if request.path.startswith(("/ready", "/metrics", "/api/", "/senex/")):
+                return connection.respond(200, f"inside {request.path}\n")
+            return None
+
+        def echo(websocket: Any) -> None:
+            for message in websocket:
+                websocket.send(f"{port}:{message}")
+
+        self.port = port
+        self.server = serve(echo, "127.0.0.1", port, process_request=health)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
 @dataclass(frozen=True)
 class Launchers:
     """The server classes, for test modules (which cannot import this conftest)."""
@@ -330,6 +395,54 @@ class Launchers:
     pgbouncer: type[RenderedPgBouncer] = RenderedPgBouncer
     redis: type[RenderedRedis] = RenderedRedis
     nginx: type[RenderedNginx] = RenderedNginx
+    haproxy: type[RenderedHAProxy] = RenderedHAProxy
+    backend: type[Backend] = Backend
+
+
+@dataclass
+class WebHost:
+    """web01 running from its rendered files: nginx -> the local HAProxy -> the instances."""
+
+    nginx: RenderedNginx
+    haproxy: RenderedHAProxy
+    backends: dict[int, Backend]
+
+    def nginx_pids(self) -> set[int]:
+        """The nginx master's pid and its workers' (a reload replaces the workers)."""
+        assert self.nginx.pid is not None
+        master = psutil.Process(self.nginx.pid)
+        return {master.pid} | {child.pid for child in master.children()}
+
+
+@pytest.fixture
+def web01(deployment: Deployment) -> Iterator[WebHost]:
+    """web01's rendered nginx and local HAProxy running, in front of the instance the render
+    gives web01 (instance 1: the example spreads 1..min over web01 and web02)."""
+    pool = deployment.inv.pools["django"]
+    wh = deployment.inv.web_haproxy
+    backends = {1: Backend(pool.port_of(1))}
+    haproxy = RenderedHAProxy(
+        deployment.paths["web_haproxy"],
+        wh.listen,
+        rendered=deployment.file("web01", "haproxy/haproxy-web.cfg"),
+        config=Path(wh.config),
+        socket=Path(wh.admin_socket),
+    )
+    nginx = RenderedNginx(
+        deployment.paths["nginx"],
+        deployment.inv.nginx.listen,
+        conf=deployment.file("web01", "nginx/nginx.conf"),
+    )
+    host = WebHost(nginx, haproxy, backends)
+    try:
+        haproxy.start()
+        nginx.start()
+        yield host
+    finally:
+        nginx.stop()
+        haproxy.stop()
+        for backend in host.backends.values():
+            backend.close()
 
 
 @pytest.fixture(scope="session")

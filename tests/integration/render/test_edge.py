@@ -1,14 +1,15 @@
-"""nginx and HAProxy read the rendered files: ``nginx -t`` and ``haproxy -c``."""
+"""nginx and HAProxy read the rendered files: ``nginx -t`` and ``haproxy -c``; web01's nginx
+and local HAProxy serve the site (the scaling through that HAProxy: ``test_web_haproxy.py``)."""
 
 from __future__ import annotations
 
 import subprocess
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+
+from senex_scale.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,12 @@ def test_nginx_accepts_the_rendered_config(deployment: Any, host: str) -> None:
     text = dumped.stdout
     assert "worker_shutdown_timeout 120s;" in text
     assert "upstream django_backend {" in text
-    assert "ip_hash;" in text
+    assert f"    server 127.0.0.1:{deployment.inv.web_haproxy.listen};\n" in text
+    assert "ip_hash;" not in text
     first = deployment.inv.pools["django"].port_of(1)
-    assert f"server 127.0.0.1:{first} max_fails=3 fail_timeout=30s;" in text
+    assert f":{first}" not in text  # no instance: nginx's one server is the local HAProxy
     assert "keepalive 32;" in text
+    assert "location ~ ^/(ready|metrics|senex)(/|$) {" in text
     assert "proxy_set_header Upgrade $http_upgrade;" in text
     assert "proxy_set_header Connection $connection_upgrade;" in text
 
@@ -46,7 +49,10 @@ def test_nginx_rejects_a_broken_upstream(deployment: Any, tmp_path: Any) -> None
     copy = tmp_path / "nginx"
     shutil.copytree(deployment.file("web01", "nginx"), copy)
     upstream = copy / "conf.d" / "django_backend.conf"
-    upstream.write_text(upstream.read_text().replace("max_fails=3", "max_fails=three"))
+    port = deployment.inv.web_haproxy.listen
+    text = upstream.read_text()
+    upstream.write_text(text.replace(f":{port};", f":{port} max_fails=three;"))
+    assert upstream.read_text() != text
     checked = run(["nginx", "-t", "-c", str(copy / "nginx.conf"), "-p", str(tmp_path) + "/"])
     assert checked.returncode != 0
     assert "max_fails" in checked.stderr
@@ -60,85 +66,40 @@ def test_haproxy_accepts_the_rendered_config(deployment: Any) -> None:
     text = cfg.read_text()
     assert f"stats socket {deployment.paths['haproxy'] / 'admin.sock'} mode 600 level admin" in text
     for line in (
-        "balance roundrobin",
-        "cookie SERVERID insert indirect nocache",
+        "balance leastconn",
         "option httpchk GET /health/ HTTP/1.1",
         "http-check send hdr Host your-domain.com",
         "http-check expect status 200",
-        f"server web01 127.0.0.1:{deployment.inv.nginx.listen} check cookie web01",
-        f"server web02 127.0.0.1:{deployment.inv.nginx.listen} check cookie web02",
+        f"server web01 127.0.0.1:{deployment.inv.nginx.listen} check",
+        f"server web02 127.0.0.1:{deployment.inv.nginx.listen} check",
     ):
         assert f"    {line}\n" in text, line
+    assert "cookie" not in text  # a sticky client would come back to the host that asked it to go
 
 
-class Backend:
-    """One Daphne stand-in on 127.0.0.1:PORT: ``/health/`` answers 200, ``/ws/...`` echoes
-    WebSocket messages prefixed with its port (so a test sees which instance answered)."""
-
-    def __init__(self, port: int) -> None:
-        from websockets.sync.server import serve
-
-        def health(connection: Any, request: Any) -> Any:
-            if request.path == "/health/":
-                return connection.respond(200, "ok\n")
-            if request.path.startswith(("/ready", "/metrics", "/api/")):
-                return connection.respond(200, f"inside {request.path}\n")
-            return None
-
-        def echo(websocket: Any) -> None:
-            for message in websocket:
-                websocket.send(f"{port}:{message}")
-
-        self.server = serve(echo, "127.0.0.1", port, process_request=health)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def live_nginx(deployment: Any, launchers: Any) -> Iterator[Any]:
-    """web01's rendered nginx running, in front of instances 1 and 2 of the django pool."""
-    pool = deployment.inv.pools["django"]
-    backends = [Backend(pool.port_of(n)) for n in (1, 2)]
-    server = launchers.nginx(
-        deployment.paths["nginx"],
-        deployment.inv.nginx.listen,
-        conf=deployment.file("web01", "nginx/nginx.conf"),
-    )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        for backend in backends:
-            backend.close()
-
-
-def test_nginx_proxies_http_and_websockets(live_nginx: Any, deployment: Any) -> None:
-    """Through the rendered nginx: /health/ answers 200 and a WebSocket on the websocket path
-    is upgraded and echoes, from one of the upstream's instances."""
+def test_nginx_proxies_http_and_websockets(web01: Any, deployment: Any) -> None:
+    """Through the rendered nginx and local HAProxy: /health/ answers 200 and a WebSocket on
+    the websocket path is upgraded and echoes, from web01's instance."""
     from websockets.sync.client import connect
 
     pool = deployment.inv.pools["django"]
-    url = f"http://127.0.0.1:{live_nginx.port}"
+    url = f"http://127.0.0.1:{web01.nginx.port}"
+    wait_until(lambda: httpx.get(f"{url}/health/", timeout=5).status_code == 200, 15, "health")
     response = httpx.get(f"{url}/health/", timeout=5)
-    assert response.status_code == 200
     assert response.text == "ok\n"
-    with connect(f"ws://127.0.0.1:{live_nginx.port}/ws/echo", open_timeout=5) as ws:
+    with connect(f"ws://127.0.0.1:{web01.nginx.port}/ws/echo", open_timeout=5) as ws:
         ws.send("hello")
         port, _, text = str(ws.recv(timeout=5)).partition(":")
     assert text == "hello"
-    assert int(port) in {pool.port_of(1), pool.port_of(2)}
+    assert int(port) == pool.port_of(1)
 
 
-def test_nginx_keeps_ready_and_metrics_internal(live_nginx: Any, deployment: Any) -> None:
+def test_nginx_keeps_ready_and_metrics_internal(web01: Any, deployment: Any) -> None:
     """Through the rendered site /ready/ and /metrics (any spelling nginx normalises to them)
     are 404 from nginx itself; the instances still serve them on their own ports, and the
     application's other paths pass through."""
-    url = f"http://127.0.0.1:{live_nginx.port}"
+    url = f"http://127.0.0.1:{web01.nginx.port}"
+    wait_until(lambda: httpx.get(f"{url}/health/", timeout=5).status_code == 200, 15, "health")
     for path in ("/ready/", "/ready", "/metrics", "/metrics/", "/%6detrics", "//ready/",
                  "/api/../metrics"):  # fmt: skip
         response = httpx.get(url + path, timeout=5)

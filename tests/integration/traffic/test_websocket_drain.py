@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from senex_scale.balancers.base import build_balancer
+from senex_scale.controller.rebalance import FUTILE
 from senex_scale.controller.sequence import ScaleSequence, Step
 from senex_scale.policy import load_policy
 from senex_scale.runtimes.base import UnitState, build_runtime
@@ -204,10 +205,23 @@ rebalance_share = 0.25
 """  # noqa: E501 - TOML inline tables are one line
 
 
-def test_the_controller_rebalances_after_a_scale_out(pool: Any, tmp_path: Path) -> None:
-    """12 dashboards on 2 instances; the controller scales to 4 (HAProxy leastconn): within
-    a few intervals of the scale-out every instance holds 3 +- 1, by 1012 closes only, none
-    cut, and never more than a quarter of the connections asked in one interval."""
+@dataclass
+class Rebalanced:
+    """What a scale-out with dashboards open came to."""
+
+    spread: dict[int, int]
+    """Open WebSockets per instance at the end."""
+    asked: list[dict[str, Any]]
+    """The controller's ``rebalance`` log events."""
+    events: list[str]
+    closes: list[tuple[int | None, bool]]
+
+
+def scale_out_with_dashboards(
+    pool: Any, tmp_path: Path, *, balance: str, looks: int, stop_when_even: bool
+) -> Rebalanced:
+    """12 dashboards on 2 instances behind HAProxy (``balance``), then the controller (in
+    this process, interval 1 s) scales to 4 and ticks up to ``looks`` more times."""
     from senex_scale import lab
     from senex_scale.controller.leader import NoLeader
     from senex_scale.controller.loop import ControllerLoop
@@ -215,8 +229,7 @@ def test_the_controller_rebalances_after_a_scale_out(pool: Any, tmp_path: Path) 
     from senex_scale.policy import parse_policy
     from senex_scale.store.sql import open_store
 
-    conf = http_proxy(retries=0).replace("balance roundrobin", "balance leastconn")
-    haproxy = lab.HAProxy(tmp_path / "haproxy", conf=conf)
+    haproxy = lab.HAProxy(tmp_path / "haproxy", conf=http_proxy(retries=0, balance=balance))
     interval = 1.0
     state = tmp_path / "state.db"
 
@@ -276,15 +289,39 @@ def test_the_controller_rebalances_after_a_scale_out(pool: Any, tmp_path: Path) 
             loop.request_reload()
             ticks(1)  # the scale-out
             spread: dict[int, int] = {}
-            for _ in range(10):
+            for _ in range(looks):
                 ticks(1)
                 spread = open_counts(front, pool.base, [1, 2, 3, 4])
-                if sum(spread.values()) == 12 and all(2 <= c <= 4 for c in spread.values()):
+                even = sum(spread.values()) == 12 and all(2 <= c <= 4 for c in spread.values())
+                if even and stop_when_even:
                     break
-            print(f"\n[rebalance] spread {spread}, asked {asked}")
         closes = [close for c in clients for close in c.closes]
-    assert all(2 <= c <= 4 for c in spread.values()), (spread, "\n".join(events[-30:]))
-    assert all(code == 1012 and frame for code, frame in closes), closes
-    assert asked, "no rebalance was asked"
-    assert all(sum(a["closing"].values()) <= 3 for a in asked), asked  # 25 % of 12
-    assert len(closes) == sum(sum(a["closing"].values()) for a in asked)
+    return Rebalanced(spread, asked, events, closes)
+
+
+def test_the_controller_rebalances_after_a_scale_out(pool: Any, tmp_path: Path) -> None:
+    """12 dashboards on 2 instances; the controller scales to 4 (HAProxy leastconn): within
+    a few intervals of the scale-out every instance holds 3 +- 1, by 1012 closes only, none
+    cut, and never more than a quarter of the connections asked in one interval."""
+    run = scale_out_with_dashboards(
+        pool, tmp_path, balance="leastconn", looks=10, stop_when_even=True
+    )
+    print(f"\n[rebalance] spread {run.spread}, asked {run.asked}")
+    assert all(2 <= c <= 4 for c in run.spread.values()), (run.spread, "\n".join(run.events[-30:]))
+    assert all(code == 1012 and frame for code, frame in run.closes), run.closes
+    assert run.asked, "no rebalance was asked"
+    assert all(sum(a["closing"].values()) <= 3 for a in run.asked), run.asked  # 25 % of 12
+    assert len(run.closes) == sum(sum(a["closing"].values()) for a in run.asked)
+
+
+def test_a_rebalance_that_does_not_spread_pauses(pool: Any, tmp_path: Path) -> None:
+    """HAProxy ``balance first`` sends every reconnect back to instance 1: after a few asks
+    that spread nothing, the controller stops asking (and says why) instead of churning
+    the dashboards every interval."""
+    run = scale_out_with_dashboards(pool, tmp_path, balance="first", looks=12, stop_when_even=False)
+    paused = [e for e in run.events if "rebalance paused" in e]
+    print(f"\n[futile] spread {run.spread}, {len(run.asked)} asks, paused: {paused}")
+    assert paused, "\n".join(run.events[-30:])
+    assert len(run.asked) == FUTILE, run.asked
+    assert "sticky" in paused[0]
+    assert all(code == 1012 and frame for code, frame in run.closes), run.closes

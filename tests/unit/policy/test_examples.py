@@ -11,8 +11,8 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def test_the_multi_host_policy_and_the_inventory_describe_the_same_deployment() -> None:
-    """Hosts and addresses, the web pool's ports and counts, the nginx upstream and its file,
-    and the controller's address are the same in both files."""
+    """Hosts and addresses, the web pool's ports and counts, the local HAProxy's backend,
+    config and socket, and the controller's address are the same in both files."""
     policy = load_policy(str(EXAMPLES / "policy-multi-host.toml"))
     inventory = load_inventory(EXAMPLES / "inventory.toml")
     web_hosts = [name for name, _ in inventory.hosts_with("web")]
@@ -29,10 +29,13 @@ def test_the_multi_host_policy_and_the_inventory_describe_the_same_deployment() 
         web.health,
     )
     assert django.balancer is not None
+    assert django.balancer.type == "haproxy"  # each web host's local HAProxy, behind its nginx
     options = django.balancer.options
-    assert options["upstream"] == inventory.nginx.upstream
-    assert options["file"] == f"/etc/nginx/conf.d/{inventory.nginx.upstream}.conf"
-    assert options["per_host"] is True  # HAProxy on lb01 in front of each host's nginx
+    assert options["backend"] == inventory.nginx.upstream
+    assert options["config"] == inventory.web_haproxy.config
+    assert options["socket"] == f"{{address}}:{inventory.web_haproxy.admin_port}"
+    assert options["per_host"] is True
+    assert django.websockets is not None  # clean drains and rebalancing
     trading = policy.pools["celery-worker-trading"]
     assert [h.name for h in trading.hosts] == worker_hosts
     assert trading.queues == inventory.pools["celery-worker-trading"].queues

@@ -306,10 +306,10 @@ def test_mutation_reports_dotted_path(old: str, new: str, problem: str) -> None:
             id="runtime",
         ),
         pytest.param(
-            'balancer = { type = "nginx"',
-            'balancer = { type = "ngnix"',
-            'pools.django.balancer.type: unknown balancer type "ngnix" (did you mean "nginx"?); '
-            "known: ",
+            'balancer = { type = "haproxy"',
+            'balancer = { type = "haproxyy"',
+            'pools.django.balancer.type: unknown balancer type "haproxyy" (did you mean '
+            '"haproxy"?); known: ',
             id="balancer",
         ),
     ],

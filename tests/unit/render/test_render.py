@@ -65,6 +65,9 @@ def test_renders_every_kind(
         "web01/nginx/nginx.conf",
         "web01/nginx/conf.d/django_backend.conf",
         "web01/nginx/conf.d/senex.conf",
+        "web01/haproxy/haproxy-web.cfg",
+        "web01/systemd/haproxy-web.service",
+        "web02/haproxy/haproxy-web.cfg",
         "web01/systemd/senex-scale.service",
         "web01/systemd/senex-scale-market-open.timer",
         "web01/systemd/senex-scale-market-open.service",
@@ -174,16 +177,21 @@ def test_instance_name_must_be_a_number(
 def test_upstream_is_the_nginx_balancers_format(
     example: dict[str, Any], environ: dict[str, str], tmp_path: Path
 ) -> None:
-    """The upstream lists instances 1..min with the balancer's marks, so it adopts the file."""
+    """Without the local HAProxy, the upstream lists the host's share of instances 1..min with
+    the nginx balancer's marks, so it adopts the file."""
+    example["web_haproxy"] = {"enabled": False}
     example["pools"]["django"]["min"] = 11
     example["pools"]["django"]["max"] = 12
     example["schedules"] = []
     out = tmp_path / "out"
     render(validate_inventory(example), out, environ=environ)
     text = (out / "web01/nginx/conf.d/django_backend.conf").read_text()
-    assert "    # senex-scale n=11\n    server 127.0.0.1:8011 max_fails=3 fail_timeout=30s;" in text
+    assert "    # senex-scale n=11\n    server 10.0.0.11:8011 max_fails=3 fail_timeout=30s;" in text
+    assert "n=10" not in text  # web02's
     assert "ip_hash;" in text
     assert "keepalive 32;" in text
+    assert not (out / "web01/haproxy").exists()
+    assert not (out / "web01/systemd/haproxy-web.service").exists()
 
 
 def test_rerender_changes_nothing(
@@ -274,3 +282,26 @@ def test_quadlet_check_refuses_the_seeds_keys() -> None:
         "h/quadlet/a.container:3: Memory= is not a [Container] key",
         "h/quadlet/a.container:4: CPUQuota= is not a [Container] key",
     ]
+
+
+@pytest.mark.parametrize("cookie", [None, "SERVERID"])
+def test_the_balancer_host_is_leastconn_and_sticky_only_when_asked(
+    example: dict[str, Any], environ: dict[str, str], tmp_path: Path, cookie: str | None
+) -> None:
+    """lb01's HAProxy picks the web host with the fewest connections; a cookie (and each
+    server's cookie value) only when the inventory sets one."""
+    example["haproxy"].pop("cookie", None)
+    if cookie is not None:
+        example["haproxy"]["cookie"] = cookie
+    out = tmp_path / "out"
+    render(validate_inventory(example), out, environ=environ)
+    text = (out / "lb01/haproxy/haproxy.cfg").read_text()
+    assert "    balance leastconn\n" in text
+    servers = re.findall(r"^    server (\S+) \S+ (.*)$", text, re.MULTILINE)
+    assert [name for name, _ in servers] == ["web01", "web02"]
+    if cookie is None:
+        assert "cookie" not in text
+        assert all(rest == "check" for _, rest in servers)
+    else:
+        assert f"    cookie {cookie} insert indirect nocache\n" in text
+        assert [rest for _, rest in servers] == ["check cookie web01", "check cookie web02"]
