@@ -56,6 +56,12 @@ from senex_scale.runtimes.sessions import Sessions
 
 POLL = 0.5
 """Seconds between health or connection checks while waiting."""
+SWITCH_OVER = 4.0
+"""Seconds after a drain before an instance counted idle only by itself may stop, when the
+balancer cannot count connections: ``nginx -s reload`` returns before the master has started
+the new workers, and until then the old ones still send new requests to the drained
+instance (docs/balancer-nginx.md measured 4 s safe under load, 0 s not). Bounded by the
+pool's drain_timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,11 +466,15 @@ class ScaleSequence:
         drain_timeout; say per instance which happened."""
         started = self.clock()
         deadline = started + self.pool.drain_timeout
+        switched = started + min(SWITCH_OVER, self.pool.drain_timeout)
         waiting = list(draining)
         said: dict[int, str] = {}
         while waiting:
             for n in list(waiting):
+                by_balancer = self._connections(n)
                 open_now = self._open_count(n)
+                if open_now == 0 and by_balancer is None and self.clock() < switched:
+                    continue  # the balancer may still route to it (nginx mid-reload)
                 if open_now == 0:
                     said[n] = f"no connections after {self.clock() - started:.1f}s"
                     waiting.remove(n)

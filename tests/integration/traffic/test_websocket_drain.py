@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 
 from senex_scale.balancers.base import build_balancer
 from senex_scale.controller.rebalance import FUTILE
-from senex_scale.controller.sequence import ScaleSequence, Step
+from senex_scale.controller.sequence import SWITCH_OVER, ScaleSequence, Step
 from senex_scale.policy import load_policy
 from senex_scale.runtimes.base import UnitState, build_runtime
 from senex_scale.testing import wait_until
@@ -180,7 +180,10 @@ def test_empty_instances_leave_at_once(front: Front) -> None:
     took = time.monotonic() - started
     print(f"\n[{front.kind}] two empty instances out in {took:.2f}s")
     assert outcome.ok, outcome.failed
-    assert took < 5, f"two empty instances took {took:.1f}s (drain_timeout {DRAIN_TIMEOUT}s)"
+    # behind nginx the instance's own count is trusted only after SWITCH_OVER (a reload's
+    # old workers may still route to it until the new ones run)
+    bound = 3 + (SWITCH_OVER if front.kind == "nginx" else 0)
+    assert took < bound, f"two empty instances took {took:.1f}s (drain_timeout {DRAIN_TIMEOUT}s)"
 
 
 REBALANCE_POLICY = """\
