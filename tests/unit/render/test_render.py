@@ -152,7 +152,9 @@ def test_instance_port_at_n_ge_10(
     out = tmp_path / "out"
     render(validate_inventory(example), out, environ=environ)
     unit = (out / "web01/quadlet/django@.container").read_text()
-    assert "PublishPort=127.0.0.1:${SENEX_PORT}:8000" in unit
+    # two web hosts: on each host's own address, where the controller (on another host)
+    # probes it and the policy's per-host balancer reaches it
+    assert "PublishPort=10.0.0.11:${SENEX_PORT}:8000" in unit
     assert "EnvironmentFile=-%t/senex-scale/django@%i.env" in unit
     script = _as_systemd(_exec_start_pre(unit), instance, tmp_path / "run")
     subprocess.run(["/bin/sh", "-c", script], check=True, timeout=10)
@@ -305,3 +307,15 @@ def test_the_balancer_host_is_leastconn_and_sticky_only_when_asked(
     else:
         assert f"    cookie {cookie} insert indirect nocache\n" in text
         assert [rest for _, rest in servers] == ["check cookie web01", "check cookie web02"]
+
+
+def test_a_single_web_host_publishes_on_loopback(
+    example: dict[str, Any], environ: dict[str, str], tmp_path: Path
+) -> None:
+    """One web host: the instances answer on 127.0.0.1 only (nothing else needs them)."""
+    example["hosts"]["web02"]["roles"] = ["worker"]
+    out = tmp_path / "out"
+    render(validate_inventory(example), out, environ=environ)
+    unit = (out / "web01/quadlet/django@.container").read_text()
+    assert "PublishPort=127.0.0.1:${SENEX_PORT}:8000" in unit
+    assert not (out / "web02/quadlet/django@.container").exists()
