@@ -8,8 +8,9 @@ the connections opened from now on. So every interval, for a pool with
     counts = each READY member's open WebSockets (its control endpoint: runtimes.sessions),
              less those it is closing already
     mean   = total / members
-    shed   = every member above mean x (1 + rebalance_tolerance) and at least
-             rebalance_min above the mean closes (count - mean)            (plan(), pure)
+    uneven = some member further than rebalance_tolerance x mean from the mean (above or
+             below), by at least rebalance_min connections
+    shed   = then every member above the mean closes (count - mean)       (plan(), pure)
     bound  = at most ceil(rebalance_share x total) per interval, shared in proportion
     ask    = POST close {count, over: 0.8 x interval}: 1012, paced; the clients reconnect
              and the balancer (HAProxy leastconn, nginx least_conn) gives them the emptiest
@@ -48,7 +49,13 @@ PAUSE = 20
 
 
 def plan(counts: Mapping[int, int], settings: WebSockets) -> dict[int, int]:
-    """How many WebSockets each instance should close now (only those above the line).
+    """How many WebSockets each instance should close now (only those above the mean).
+
+    Nothing moves while every instance is within ``rebalance_tolerance`` of the mean, or the
+    largest deviation is under ``rebalance_min`` connections. Otherwise every instance above
+    the mean sheds its excess (whole connections), at most ``ceil(rebalance_share x total)``
+    in all, shared in proportion to the excess. An instance below the mean counts too: after
+    2 -> 3 with {15, 15, 10} the new one is 25 % short while the old ones are only 12 % over.
 
     ``counts``: open WebSockets per serving instance (none closing). Pure: the same counts
     give the same answer, largest excess first when the bound cuts.
@@ -59,12 +66,10 @@ def plan(counts: Mapping[int, int], settings: WebSockets) -> dict[int, int]:
     if total <= 0:
         return {}
     mean = total / len(counts)
-    line = mean * (1 + settings.rebalance_tolerance)
-    wants = {
-        n: math.floor(c - mean)
-        for n, c in counts.items()
-        if c > line and c - mean >= settings.rebalance_min
-    }
+    worst = max(abs(c - mean) for c in counts.values())
+    if worst <= settings.rebalance_tolerance * mean or worst < settings.rebalance_min:
+        return {}
+    wants = {n: math.floor(c - mean) for n, c in counts.items() if c > mean}
     wants = {n: w for n, w in wants.items() if w > 0}
     budget = math.ceil(settings.rebalance_share * total)
     asked = sum(wants.values())

@@ -52,10 +52,12 @@ from senex_scale.runtimes.base import (
     probe_health,
 )
 from senex_scale.runtimes.placement import removal_order
-from senex_scale.runtimes.sessions import Sessions
+from senex_scale.runtimes.sessions import Counts, Sessions
 
 POLL = 0.5
 """Seconds between health or connection checks while waiting."""
+LATE_ASK = 1.0
+"""Seconds between asks to close the WebSockets that reached a drained instance late."""
 SWITCH_OVER = 4.0
 """Seconds after a drain before an instance counted idle only by itself may stop, when the
 balancer cannot count connections: ``nginx -s reload`` returns before the master has started
@@ -449,17 +451,38 @@ class ScaleSequence:
         with ThreadPoolExecutor(len(draining), thread_name_prefix=f"close-{self.name}") as ex:
             list(ex.map(ask, draining))
 
-    def _open_count(self, n: int) -> int | None:
+    def _open_count(self, n: int, by_balancer: int | None = None) -> int | None:
         """Connections open on ``n``: the more of what the balancer and the instance itself
         say (None when neither can tell)."""
-        known = [c for c in (self._connections(n), self._instance_count(n)) if c is not None]
+        if by_balancer is None:
+            by_balancer = self._connections(n)
+        counts = self._instance_counts(n)
+        by_instance = None if counts is None else counts.total
+        known = [c for c in (by_balancer, by_instance) if c is not None]
         return max(known) if known else None
 
-    def _instance_count(self, n: int) -> int | None:
+    def _instance_counts(self, n: int) -> Counts | None:
         if self.sessions is None:
             return None
+        return self.sessions.counts(self.address(n))
+
+    def _close_late(self, n: int, asked: dict[int, float]) -> None:
+        """WebSockets that reached ``n`` after its close was asked (a balancer still routing
+        to it for a moment, e.g. nginx mid-reload): asked to leave too, at most once a
+        second, so the drain does not wait for them until drain_timeout."""
+        if self.sessions is None or self.clock() - asked.get(n, 0.0) < LATE_ASK:
+            return
         counts = self.sessions.counts(self.address(n))
-        return None if counts is None else counts.total
+        if counts is None or counts.websockets <= counts.closing:
+            return
+        asked[n] = self.clock()
+        try:
+            self._check()
+            self.sessions.close(self.address(n), None, LATE_ASK / 2, "drain")
+        except FencedError:
+            raise
+        except SenexError:
+            return  # waited for as before: drain_timeout bounds it
 
     def _wait_idle(self, draining: list[int]) -> dict[int, str]:
         """Wait until every instance of ``draining`` has no open connections, or until
@@ -469,10 +492,12 @@ class ScaleSequence:
         switched = started + min(SWITCH_OVER, self.pool.drain_timeout)
         waiting = list(draining)
         said: dict[int, str] = {}
+        asked = dict.fromkeys(draining, started)
         while waiting:
             for n in list(waiting):
+                self._close_late(n, asked)
                 by_balancer = self._connections(n)
-                open_now = self._open_count(n)
+                open_now = self._open_count(n, by_balancer)
                 if open_now == 0 and by_balancer is None and self.clock() < switched:
                     continue  # the balancer may still route to it (nginx mid-reload)
                 if open_now == 0:

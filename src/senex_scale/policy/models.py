@@ -500,9 +500,9 @@ class WebSockets(Model):
 
     - on a drain, all of them, paced over ``drain_close`` (at most half the drain_timeout),
       so no client is cut by the stop and the reconnects do not all come in the same second;
-    - with ``rebalance``, after a scale-out left some instances with far more than others:
-      the ones above the mean by more than ``rebalance_tolerance`` close the excess, at most
-      ``rebalance_share`` of the pool's connections per interval (docs/websockets.md).
+    - with ``rebalance``, after a scale-out left the instances uneven (one further than
+      ``rebalance_tolerance`` from the mean): the ones above the mean close their excess, at
+      most ``rebalance_share`` of the pool's connections per interval (docs/websockets.md).
     """
 
     control: str = "/senex/websockets/"
@@ -518,9 +518,10 @@ class WebSockets(Model):
     """At most this share of the pool's open WebSockets is closed per interval to rebalance
     (0.25: after 2 -> 4 the new instances hold their share within two intervals)."""
     rebalance_tolerance: StrictFloat = Field(default=0.2, ge=0)
-    """An instance sheds connections when it holds more than mean x (1 + this)."""
+    """Rebalance when an instance holds more or less than the mean by more than this share
+    of it (0.2: every instance ends within 20 % of an even share)..."""
     rebalance_min: StrictInt = Field(default=2, ge=1)
-    """...and at least this many more than the mean (no churn over one or two clients)."""
+    """...and by at least this many connections (no churn over one or two clients)."""
 
     @field_validator("control")
     @classmethod

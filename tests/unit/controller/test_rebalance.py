@@ -21,6 +21,13 @@ def test_after_2_to_4_the_old_instances_shed_within_the_share() -> None:
     assert plan({1: 10, 2: 10, 3: 10, 4: 10}, settings) == {}
 
 
+def test_an_instance_short_of_its_share_counts_too() -> None:
+    """2 -> 3 with 40: {15, 15, 10}: the old ones are 12 % over (within 20 %), the new one
+    25 % short: each old one sheds one, and {14, 14, 12} is within 20 % everywhere."""
+    assert plan({1: 15, 2: 15, 3: 10}, DEFAULT) == {1: 1, 2: 1}
+    assert plan({1: 14, 2: 14, 3: 12}, DEFAULT) == {}
+
+
 def test_within_the_tolerance_or_the_minimum_nothing_moves() -> None:
     assert plan({1: 11, 2: 9}, DEFAULT) == {}  # 10 % above the mean: within 20 %
     assert plan({1: 3, 2: 1}, DEFAULT) == {}  # 50 % above, but only 1 over the mean
@@ -55,7 +62,10 @@ def test_never_over_the_share_never_below_the_mean(
         for n, count in asked.items():
             assert count > 0
             assert counts[n] - count >= mean - 1  # nobody is pushed below the mean
-            assert counts[n] > mean * (1 + tolerance)
+            assert counts[n] > mean
+        worst = max(abs(c - mean) for c in counts.values())
+        assert worst > tolerance * mean
+        assert worst >= minimum
 
 
 @pytest.mark.parametrize(

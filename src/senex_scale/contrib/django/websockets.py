@@ -118,8 +118,9 @@ class WebSocketControl:
 
     @property
     def closing(self) -> int:
-        """WebSockets chosen to close whose close has not gone out yet."""
-        return sum(1 for c in self._open.values() if c.closing and not c.closed)
+        """Open WebSockets that are on their way out: chosen to close, or closed and not yet
+        ended (``websockets - closing`` are the ones nobody has asked to leave)."""
+        return sum(1 for c in self._open.values() if c.closing or c.closed)
 
     @property
     def requests(self) -> int:
