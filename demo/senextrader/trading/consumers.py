@@ -7,6 +7,7 @@ so it never pushes the positions from before the trade.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -14,6 +15,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from senex_scale.contrib.django.router import adopt_pin
 from trading import services
+
+_INSTANCE = os.environ.get("SENEX_INSTANCE", "")
+INSTANCE = int(_INSTANCE) if _INSTANCE.isdigit() else None
+"""This instance's number (the Quadlet unit's and supervisord's SENEX_INSTANCE), if set."""
 
 
 class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -38,6 +43,10 @@ class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def push(self) -> None:
         positions = await database_sync_to_async(services.positions_of)(self.user_id)
-        # which instance answers: the load generator tells drained closes from early ones
+        # which instance answers: the load generator tells drained closes from early ones.
+        # SENEX_INSTANCE (set by the Quadlet unit and supervisord): in a container every
+        # instance listens on the same port, so the port alone does not say
         server = self.scope.get("server") or (None, None)
-        await self.send_json({"type": "positions", "positions": positions, "port": server[1]})
+        await self.send_json(
+            {"type": "positions", "positions": positions, "port": server[1], "instance": INSTANCE}
+        )

@@ -87,6 +87,8 @@ class Socket:
     user: int
     opened: float
     port: int | None = None
+    instance: int | None = None
+    """The instance number its first message named (SENEX_INSTANCE), when it did."""
     closed: float | None = None
     by: str | None = None
     """``client`` (we closed it: ramping down or the end), ``server``, or ``error``."""
@@ -267,6 +269,7 @@ class LoadGenerator:
                 async with connect(url, origin=self.front, open_timeout=10) as ws:  # type: ignore[arg-type]
                     first = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
                     sock.port = first.get("port")
+                    sock.instance = first.get("instance")
                     await self._hold(ws, sock, stop)
             except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
                 if sock.closed is None:

@@ -96,7 +96,9 @@ def measure(
             continue
         if sock["by"] != "server":
             continue
-        n = sock["port"] - django_base if sock["port"] is not None else None
+        n = sock.get("instance")
+        if n is None and sock["port"] is not None:
+            n = sock["port"] - django_base  # an app that names only its port (BASE + n)
         times = drains.get(n, []) if n is not None else []
         if any(t - DRAIN_SLACK <= sock["closed"] for t in times):
             drained += 1

@@ -264,7 +264,7 @@ class DemoStack:
         venv = Path(sys.executable).parent
         common: dict[str, Any] = {"root": self.root, "app": self.app, "env": env}
         daphne = (
-            f"exec {venv}/daphne -b 127.0.0.1 -p $(({self.django_base} + $N))"
+            f"SENEX_INSTANCE=$N exec {venv}/daphne -b 127.0.0.1 -p $(({self.django_base} + $N))"
             " senextrader.asgi:application"
         )
         trading = WORKER.format(base=self.trading_base, venv=venv, queues="trading", name="trading")

@@ -44,3 +44,25 @@ def test_drain_rebalance_and_early_closes_are_told_apart() -> None:
     assert result["websockets_closed_by_drain"] == 1
     assert result["websockets_rebalanced"] == 1
     assert result["websockets_closed_early"] == 2
+
+
+def test_the_instance_number_wins_over_the_port() -> None:
+    """In containers every instance listens on 8000: the first message's instance number
+    says which instance it was (a drain of instance 3 explains the close)."""
+    decisions = [
+        {
+            "kind": "scale",
+            "pool": "django",
+            "direction": "in",
+            "outcome": "done",
+            "at": 9.0,
+            "current": 3,
+            "desired": 2,
+            "detail": {"steps": [{"at": 10.0, "n": 3, "what": "drain", "detail": ""}]},
+        }
+    ]
+    drained = {**sock(8000, 12.0, detail="code 1012 drain"), "instance": 3}
+    record = {"started": 0.0, "ended": 20.0, "requests": [], "queued": [], "sockets": [drained]}
+    result = measure(record, decisions, {}, django_base=BASE)
+    assert result["websockets_closed_by_drain"] == 1
+    assert result["websockets_closed_early"] == 0

@@ -319,3 +319,15 @@ def test_a_single_web_host_publishes_on_loopback(
     unit = (out / "web01/quadlet/django@.container").read_text()
     assert "PublishPort=127.0.0.1:${SENEX_PORT}:8000" in unit
     assert not (out / "web02/quadlet/django@.container").exists()
+
+
+def test_the_controller_unit_reads_its_secrets_from_a_file(
+    example: dict[str, Any], environ: dict[str, str], tmp_path: Path
+) -> None:
+    """The policy names environment variables for its secrets; the unit reads them from the
+    operator's 0600 file (docs/security.md), optional so a policy without secrets starts."""
+    out = tmp_path / "out"
+    render(validate_inventory(example), out, environ=environ)
+    unit = sections((out / "web01/systemd/senex-scale.service").read_text())
+    assert "EnvironmentFile=-/etc/senex-scale/env" in unit["Service"]
+    assert any(line.startswith("ExecStart=") for line in unit["Service"])
