@@ -45,6 +45,8 @@ from senex_scale.policy import load_policy
 from senex_scale.runtimes.base import build_runtime, probe_health
 from senex_scale.testing import wait_until
 
+from .conftest import say
+
 pytestmark = [pytest.mark.hostlab, pytest.mark.integration, pytest.mark.slow]
 
 LAB = Path(os.environ.get("SENEX_HOSTLAB_DIR", "/var/cache/senex-scale/hostlab"))
@@ -56,16 +58,6 @@ DJANGO_BASE = 8000
 SHIM = "/usr/local/sbin/senex-systemctl-user"
 BUSY = 10
 """Seconds of load on five instances: the new WebSocket clients open (5 a second)."""
-
-
-def _say(config: pytest.Config, line: str) -> None:
-    """A line on the terminal, whatever pytest captures."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is None or reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(line)
 
 
 def _busy_ports() -> list[int]:
@@ -91,11 +83,11 @@ def deployment(
     busy = _busy_ports()
     assert not busy, f"the inventory's ports are taken on this host: {busy}"
 
-    def say(line: str) -> None:
-        _say(request.config, line)
+    def progress(line: str) -> None:
+        say(request.config, line)
 
     lab = Lab(LAB / "rootfs", hostlab_up)
-    images = build_images(lab, log=say)
+    images = build_images(lab, log=progress)
     env = random_secrets()
     out = tmp_path_factory.mktemp("rendered")
     render(INVENTORY, out, env)
@@ -105,7 +97,7 @@ def deployment(
         deployed.install()
         installed = time.monotonic() - started
         took = deployed.start(log=lambda _: None)
-        say(
+        progress(
             f"\nrendered deployment: images {'built' if images.built else 'cached'} in "
             f"{images.seconds:.0f} s; install {installed:.1f} s; start "
             + ", ".join(f"{k} {v} s" for k, v in took.items())
@@ -321,7 +313,7 @@ def test_scales_live_under_load(
         "latency_p99_ms": _ms(percentile(latency, 0.99)),
         "scale_seconds": took,
     }
-    _say(request.config, f"\nrendered deployment under load: {json.dumps(numbers)}")
+    say(request.config, f"\nrendered deployment under load: {json.dumps(numbers)}")
     (tmp_path / "timeline.txt").write_text(
         "\n".join(f"{at:.2f} {what}" for at, what in sorted(timeline)) + "\n"
     )

@@ -383,29 +383,59 @@ class Controller:
 
     def timeline(self, since: float) -> list[tuple[float, str]]:
         """Controller log events after ``since`` (epoch seconds): (seconds after it, what)."""
-        from datetime import datetime
-
         out = []
-        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-                at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
-            except (ValueError, KeyError, TypeError, AttributeError):
+        for event in read_events(self.log_file):
+            if event.at < since:
                 continue
-            if at < since:
-                continue
-            what = str(entry.get("event"))
+            what = event.event
             if what == "step":
-                what = f"{entry.get('what')} {entry.get('n')}"
+                what = f"{event.what} {event.raw.get('n')}"
             elif what in ("drift", "reconciled"):
-                what += f": {entry.get('drift') or entry.get('note')}"
-            out.append((at - since, what))
+                what += f": {event.raw.get('drift') or event.raw.get('note')}"
+            out.append((event.at - since, what))
         return out
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the controller's JSON log."""
+
+    at: float
+    event: str
+    n: int | None = None
+    what: str = ""
+    detail: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def read_events(log: Path) -> list[Event]:
+    """The controller's JSON log lines as events (lines that are not JSON skipped)."""
+    from datetime import datetime
+
+    events = []
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        n = entry.get("n")
+        events.append(
+            Event(
+                at,
+                str(entry.get("event")),
+                n if isinstance(n, int) else None,
+                str(entry.get("what") or ""),
+                str(entry.get("detail") or ""),
+                entry,
+            )
+        )
+    return events
 
 
 # --------------------------------------------------------------------------- load

@@ -51,7 +51,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -59,7 +58,7 @@ from senex_scale.balancers.base import Balancer, MemberState, build_balancer
 from senex_scale.errors import SenexError
 from senex_scale.lab.base import HOST, free_port_range
 from senex_scale.lab.haproxy import HAProxy, haproxy_binary, http_proxy
-from senex_scale.lab.multihost import Controller
+from senex_scale.lab.multihost import Controller, Event, read_events
 from senex_scale.lab.nginx import Nginx, nginx_binary, proxy_http
 from senex_scale.lab.supervisord import Supervisord
 from senex_scale.policy import load_policy
@@ -476,42 +475,6 @@ class LongClients:
 
 
 # --------------------------------------------------------------------------- the controller's log
-
-
-@dataclass(frozen=True)
-class Event:
-    """One line of the controller's JSON log."""
-
-    at: float
-    event: str
-    n: int | None = None
-    what: str = ""
-    detail: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-
-def read_events(log: Path) -> list[Event]:
-    """The controller's JSON log lines as events (lines that are not JSON skipped)."""
-    events = []
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-            at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-        n = entry.get("n")
-        events.append(
-            Event(
-                at,
-                str(entry.get("event")),
-                n if isinstance(n, int) else None,
-                str(entry.get("what") or ""),
-                str(entry.get("detail") or ""),
-                entry,
-            )
-        )
-    return events
 
 
 def steps(events: Sequence[Event]) -> list[Event]:
