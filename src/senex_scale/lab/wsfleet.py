@@ -874,27 +874,11 @@ class Fleet:
             }
         if self.front == "nginx-haproxy":
             assert self.haproxy is not None
-            self.nginx = Nginx(
-                self.root / "nginx",
-                http=NGINX_HTTP,
-                worker_shutdown_timeout=self.tuning.nginx_shutdown,
-                worker_connections=1024,
-            )
-            self.nginx.root.mkdir(parents=True, exist_ok=True)
-            (self.nginx.root / "upstream.conf").write_text(
-                STATIC_UPSTREAM.format(port=self.haproxy.port)
-            )
+            self.nginx = self._new_nginx(STATIC_UPSTREAM.format(port=self.haproxy.port))
             self._stack.enter_context(self.nginx)
         if self.front == "nginx":
-            self.nginx = Nginx(
-                self.root / "nginx",
-                http=NGINX_HTTP,
-                worker_shutdown_timeout=self.tuning.nginx_shutdown,
-                worker_connections=1024,
-            )
-            self.nginx.root.mkdir(parents=True, exist_ok=True)
+            self.nginx = self._new_nginx(EMPTY_UPSTREAM)
             upstream = self.nginx.root / "upstream.conf"
-            upstream.write_text(EMPTY_UPSTREAM)
             self._balancer = {
                 "type": "nginx",
                 "upstream": "senex_web",
@@ -970,6 +954,19 @@ class Fleet:
             }
             lines += [f"{k} = {_toml(v)}" for k, v in tuned.items() if v is not None]
         return "\n".join(lines) + "\n"
+
+    def _new_nginx(self, upstream: str) -> Nginx:
+        """An nginx front (one worker; ``/ws/`` proxied) with ``upstream`` in its
+        ``upstream.conf``, not started."""
+        nginx = Nginx(
+            self.root / "nginx",
+            http=NGINX_HTTP,
+            worker_shutdown_timeout=self.tuning.nginx_shutdown,
+            worker_connections=1024,
+        )
+        nginx.root.mkdir(parents=True, exist_ok=True)
+        (nginx.root / "upstream.conf").write_text(upstream)
+        return nginx
 
     def _pool_handles(self) -> tuple[Runtime, Balancer]:
         if self._runtime is None or self._lb is None:
