@@ -18,7 +18,9 @@ A pool whose instances hold WebSockets (``[pools.NAME.websockets]``) also asks e
 instance, right after the drain, to close its WebSockets with 1012 paced over ``drain_close``
 (at most half the drain_timeout: ``runtimes.sessions``), so clients reconnect elsewhere
 before the stop instead of being cut by it; and the wait reads the instance's own counts,
-exact where the balancer cannot count (nginx), so an empty instance is stopped at once.
+exact where the balancer cannot count (nginx), so an empty instance is stopped at once (behind
+a balancer that cannot count, once ``SWITCH_OVER`` has passed). WebSockets that reach it
+after the ask (a balancer still routing to it for a moment) are asked to leave too.
 
 The balancer never sends a request to a stopped instance: an instance is added only once
 healthy, and stopped only once it is out of service (drained, then disabled: HAProxy's
