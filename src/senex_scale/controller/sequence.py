@@ -453,29 +453,23 @@ class ScaleSequence:
         with ThreadPoolExecutor(len(draining), thread_name_prefix=f"close-{self.name}") as ex:
             list(ex.map(ask, draining))
 
-    def _open_count(self, n: int, by_balancer: int | None = None) -> int | None:
+    def _open_count(self, n: int) -> int | None:
         """Connections open on ``n``: the more of what the balancer and the instance itself
         say (None when neither can tell)."""
-        if by_balancer is None:
-            by_balancer = self._connections(n)
-        counts = self._instance_counts(n)
-        by_instance = None if counts is None else counts.total
-        known = [c for c in (by_balancer, by_instance) if c is not None]
-        return max(known) if known else None
+        return _larger(self._connections(n), self._instance_counts(n))
 
     def _instance_counts(self, n: int) -> Counts | None:
         if self.sessions is None:
             return None
         return self.sessions.counts(self.address(n))
 
-    def _close_late(self, n: int, asked: dict[int, float]) -> None:
+    def _close_late(self, n: int, counts: Counts | None, asked: dict[int, float]) -> None:
         """WebSockets that reached ``n`` after its close was asked (a balancer still routing
         to it for a moment, e.g. nginx mid-reload): asked to leave too, at most once a
         second, so the drain does not wait for them until drain_timeout."""
-        if self.sessions is None or self.clock() - asked.get(n, 0.0) < LATE_ASK:
+        if self.sessions is None or counts is None or counts.websockets <= counts.closing:
             return
-        counts = self.sessions.counts(self.address(n))
-        if counts is None or counts.websockets <= counts.closing:
+        if self.clock() - asked.get(n, 0.0) < LATE_ASK:
             return
         asked[n] = self.clock()
         try:
@@ -497,9 +491,10 @@ class ScaleSequence:
         asked = dict.fromkeys(draining, started)
         while waiting:
             for n in list(waiting):
-                self._close_late(n, asked)
                 by_balancer = self._connections(n)
-                open_now = self._open_count(n, by_balancer)
+                counts = self._instance_counts(n)
+                self._close_late(n, counts, asked)
+                open_now = _larger(by_balancer, counts)
                 if open_now == 0 and by_balancer is None and self.clock() < switched:
                     continue  # the balancer may still route to it (nginx mid-reload)
                 if open_now == 0:
@@ -527,6 +522,12 @@ class ScaleSequence:
             self._step(outcome, n, "stop", "after a failed start")
         except SenexError as exc:
             self._step(outcome, n, "failed", f"stop after a failed start: {exc}")
+
+
+def _larger(by_balancer: int | None, counts: Counts | None) -> int | None:
+    """The more of the balancer's count and the instance's own (None: neither known)."""
+    known = [c for c in (by_balancer, None if counts is None else counts.total) if c is not None]
+    return max(known) if known else None
 
 
 class _StepFailedError(Exception):
