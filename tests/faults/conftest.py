@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets.exceptions
 from websockets.sync.client import connect as ws_connect
@@ -41,6 +40,7 @@ from websockets.sync.client import connect as ws_connect
 from senex_scale import lab
 from senex_scale.lab.gauge import LoadGauge
 from senex_scale.lab.haproxy import haproxy_binary, http_proxy
+from senex_scale.lab.load import HttpLoad
 from senex_scale.lab.nginx import nginx_binary, proxy_http
 from senex_scale.store import open_store
 from senex_scale.testing import wait_until
@@ -157,44 +157,6 @@ upstream senex_web {
 
 
 # --------------------------------------------------------------------------- load
-
-
-class Http:
-    """Requests through the balancer in a thread, counting failures with their time.
-
-    Like a browser, it sends an idempotent GET again, once, on a new connection when a
-    kept-alive connection was closed under it before any byte of the answer (RFC 9112,
-    9.3.1): nginx closes its idle client connections at every reload. Those retries are
-    counted (``retried``), not hidden; a second failure is a failure."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.ok = 0
-        self.failed: list[tuple[float, str]] = []
-        self.retried: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.is_set():
-                try:
-                    try:
-                        reply = client.get(self.url)
-                    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                        self.retried.append((time.time(), repr(exc)))
-                        reply = client.get(self.url)
-                    if reply.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failed.append((time.time(), f"{reply.status_code}"))
-                except httpx.HTTPError as exc:
-                    self.failed.append((time.time(), repr(exc)))
-                self._stop.wait(0.03)
-
-    def failed_outside(self, windows: list[tuple[float, float]]) -> list[tuple[float, str]]:
-        """Failures not inside any of ``windows`` (the moments a fault itself causes)."""
-        return [f for f in self.failed if not any(a <= f[0] <= b for a, b in windows)]
 
 
 @dataclass
@@ -590,7 +552,7 @@ class Run:
     """One fault test's stack, load and invariants."""
 
     stack: Stack
-    http: Http
+    http: HttpLoad
     sockets: Sockets
     tasks: Tasks
     invariants: Invariants
@@ -598,8 +560,7 @@ class Run:
     def stop_load(self) -> None:
         self.sockets.stop()
         self.tasks._stop.set()
-        self.http._stop.set()
-        self.http.thread.join(timeout=10)
+        self.http.stop()
         self.tasks.thread.join(timeout=10)
         self.invariants.stop()
 
@@ -708,12 +669,12 @@ def start_load(s: Stack, *, sockets: int = 6, rate: float = 4.0) -> Run:
         # the first add reloads nginx away from the placeholder; let the old worker go
         time.sleep(1.0)
     url = f"http://127.0.0.1:{s.front.port}"
-    http = Http(url + "/")
+    http = HttpLoad(url + "/")
     ws = Sockets(f"ws://127.0.0.1:{s.front.port}/ws", sockets)
     tasks = Tasks(s.redis.url(0), s.redis.client(1), rate=rate)
     invariants = Invariants(s)
     invariants.start()
-    http.thread.start()
+    http.start()
     ws.start()
     tasks.thread.start()
     run = Run(s, http, ws, tasks, invariants)

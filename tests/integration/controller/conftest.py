@@ -15,19 +15,17 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from senex_scale.lab import Nginx, Prometheus, Redis, Supervisord, free_port_range, static_job
 from senex_scale.lab.gauge import LoadGauge
+from senex_scale.lab.load import HttpLoad
 from senex_scale.lab.nginx import proxy_http
 from senex_scale.testing import wait_until
 
@@ -316,38 +314,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             gauge.close()
 
 
-class Traffic:
-    """Requests through nginx in a thread, counting failures, until ``stop``."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.ok = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.is_set():
-                try:
-                    reply = client.get(self.url)
-                    if reply.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failed.append(f"{time.strftime('%H:%M:%S')} {reply.status_code}")
-                except httpx.HTTPError as exc:
-                    self.failed.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
-                self._stop.wait(0.02)
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def traffic_for() -> Any:
-    return Traffic
+    """Requests through nginx every 20 ms (``senex_scale.lab.load.HttpLoad``: a kept-alive
+    connection nginx closes at a reload is retried once on a new one, as a browser does)."""
+    return lambda url: HttpLoad(url, pause=0.02)
