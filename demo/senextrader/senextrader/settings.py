@@ -12,6 +12,8 @@ SENEX_DATABASE_PASSWORD      its password, when not in the URL
 SENEX_REPLICA_URLS           ``alias=URL,alias=URL`` replicas known at start (none)
 SENEX_REPLICA_REGISTRY       path of the JSON replica registry the router re-reads (none)
 SENEX_MAX_LAG_SECONDS        replicas lagging more are skipped (5)
+SENEX_HEALTH_TTL             seconds between replica probes (2)
+SENEX_PIN_SECONDS            read-your-writes time bound (10, at least the lag bound + 5)
 SENEX_SENTINELS              ``host:port,host:port`` Redis Sentinels; then SENEX_REDIS_MASTER
                              (mymaster), SENEX_REDIS_PASSWORD, SENEX_SENTINEL_PASSWORD
 SENEX_REDIS_URL              one Redis without Sentinel (redis://127.0.0.1:6379)
@@ -59,8 +61,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "senex_scale.contrib.django.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # before anything that may use the database (check senex_scale.W014)
     "senex_scale.contrib.django.router.ReadYourWritesMiddleware",
+    "django.middleware.common.CommonMiddleware",
 ]
 ROOT_URLCONF = "senextrader.urls"
 ASGI_APPLICATION = "senextrader.asgi.application"
@@ -88,8 +91,9 @@ _max_lag = float(env("SENEX_MAX_LAG_SECONDS", "5") or 5)
 SENEX_SCALE_ROUTER: dict[str, object] = {
     "REPLICAS": list(_replicas),
     "MAX_LAG_SECONDS": _max_lag,
-    "HEALTH_TTL": 2.0,
-    "PIN_SECONDS": max(10.0, _max_lag + 5),  # above the lag bound (check senex_scale.W009)
+    "HEALTH_TTL": float(env("SENEX_HEALTH_TTL", "2") or 2),
+    # above the lag bound (check senex_scale.W009)
+    "PIN_SECONDS": float(env("SENEX_PIN_SECONDS", "") or max(10.0, _max_lag + 5)),
 }
 if env("SENEX_REPLICA_REGISTRY"):
     SENEX_SCALE_ROUTER["REGISTRY"] = env("SENEX_REPLICA_REGISTRY")

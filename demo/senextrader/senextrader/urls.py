@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/trades/", views.trades, name="trades"),
     path("api/trades/latest/<int:user_id>/", views.latest_trades, name="latest-trades"),
     path("api/trades/async/", views.trades_async, name="trades-async"),
+    path("api/accounts/<int:user_id>/recalculate/", views.recalculate, name="recalculate"),
     path("health/", liveness, name="liveness"),
     path("ready/", ReadinessView.as_view(), name="readiness"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,8 +1,12 @@
 """Pushes a user's positions to their WebSocket clients when they change.
 
-On connect the client gets its positions; after each trade it gets them again. The update
-message carries the writer's read-your-writes pin, which the consumer adopts before reading,
-so it never pushes the positions from before the trade.
+On connect the client gets its positions and latest trades; after each trade it gets them
+again. The connection starts with the pin of the HTTP client that opened it (the pin cookie,
+read by ``PinScopeMiddleware``); the update message carries the writer's read-your-writes
+pin, which the consumer adopts before reading, so it never pushes a state from before the
+trade. Positions come through the versioned cache, the trades straight from the database
+(``idx_trade_user_latest``: every push waits its turn on Django's one sync thread, which the
+instance's HTTP views share, so the query must stay cheap as the table grows).
 """
 
 from __future__ import annotations
@@ -42,11 +46,18 @@ class PositionConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.push()
 
     async def push(self) -> None:
-        positions = await database_sync_to_async(services.positions_of)(self.user_id)
+        # one hop to Django's single sync thread for both reads (every hop queues there)
+        positions, trades = await database_sync_to_async(services.push_state)(self.user_id)
         # which instance answers: the load generator tells drained closes from early ones.
         # SENEX_INSTANCE (set by the Quadlet unit and supervisord): in a container every
         # instance listens on the same port, so the port alone does not say
         server = self.scope.get("server") or (None, None)
         await self.send_json(
-            {"type": "positions", "positions": positions, "port": server[1], "instance": INSTANCE}
+            {
+                "type": "positions",
+                "positions": positions,
+                "trades": trades,
+                "port": server[1],
+                "instance": INSTANCE,
+            }
         )

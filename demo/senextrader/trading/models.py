@@ -1,7 +1,9 @@
 """Positions and trades, with the indexes the strategy adds for its hot queries.
 
 ``idx_position_user_status`` serves "a user's open positions" (the positions API and the
-WebSocket push); ``idx_trade_created`` serves "latest trades first" and the pruning task.
+WebSocket push); ``idx_trade_created`` serves "latest trades first" and the pruning task;
+``idx_trade_user_latest`` serves "a user's latest trades" (the trades API and the WebSocket's
+first push).
 ``user_id`` is a plain integer: the demo has no accounts of its own.
 """
 
@@ -52,7 +54,10 @@ class Trade(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["-created_at"], name="idx_trade_created")]
+        indexes = [
+            models.Index(fields=["-created_at"], name="idx_trade_created"),
+            models.Index(fields=["user_id", "-created_at", "-id"], name="idx_trade_user_latest"),
+        ]
 
     def as_dict(self) -> dict[str, object]:
         return {

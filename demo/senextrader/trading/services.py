@@ -42,6 +42,17 @@ def positions_of(user_id: int) -> list[dict[str, Any]]:
     )
 
 
+def latest_trades_of(user_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    """A user's latest trades, newest first, never cached: what read-your-writes shows."""
+    rows = Trade.objects.filter(user_id=user_id).order_by("-created_at", "-id")[:limit]
+    return [t.as_dict() for t in rows]
+
+
+def push_state(user_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a WebSocket push carries: the positions (cached) and the 5 latest trades."""
+    return positions_of(user_id), latest_trades_of(user_id, 5)
+
+
 def parse_trade(data: Any) -> dict[str, Any]:
     """Validated trade fields from a request body."""
     if not isinstance(data, dict):

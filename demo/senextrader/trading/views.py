@@ -15,7 +15,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from trading import services, tasks
-from trading.models import Trade
 
 _BROKER_SESSIONS = threading.BoundedSemaphore(settings.SENEX_QUOTE_CONNECTIONS)
 
@@ -43,8 +42,7 @@ def quote(request: HttpRequest, symbol: str) -> HttpResponse:
 def latest_trades(request: HttpRequest, user_id: int) -> HttpResponse:
     """A user's latest trades, not cached (``idx_trade_created``): read-your-writes shows
     here, after a redirect, through the router's pin cookie."""
-    rows = Trade.objects.filter(user_id=user_id).order_by("-created_at")[:20]
-    return JsonResponse({"user_id": user_id, "trades": [t.as_dict() for t in rows]})
+    return JsonResponse({"user_id": user_id, "trades": services.latest_trades_of(user_id)})
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
@@ -84,4 +82,13 @@ def trades_async(request: HttpRequest) -> HttpResponse:
         str(fields["quantity"]),
         str(fields["price"]),
     )
+    return JsonResponse({"task": result.id}, status=202)
+
+
+@csrf_exempt
+@require_POST
+def recalculate(request: HttpRequest, user_id: int) -> HttpResponse:
+    """Queue the book value of the user's positions on ``accounts``; 202 with the task id.
+    The task reads what this client wrote (the pin travels in the task's header)."""
+    result = tasks.recalculate_account.delay(user_id)
     return JsonResponse({"task": result.id}, status=202)

@@ -13,8 +13,10 @@ reconfigured per test with ``router_config`` (a fresh monitor, no cached health)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +102,7 @@ def stack() -> Iterator[Stack]:
                 "senextrader_replica": f"host=127.0.0.1 port={replica.port} dbname=senextrader",
             },
             users={"app": APP_PASSWORD},
+            stats_users=["app"],  # SHOW CLIENTS/SERVERS for the PgBouncer source's test
             settings={
                 "default_pool_size": "10",
                 "max_client_conn": "300",
@@ -203,3 +206,157 @@ def _fresh_db_connections() -> Iterator[None]:
 def settle(seconds: float) -> None:
     """Let a cached health state expire (the tests use a HEALTH_TTL of 0.2 s)."""
     time.sleep(seconds)
+
+
+def _wait_receiver(server: Postgres, streaming: bool, timeout: float = 30.0) -> None:
+    query = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+
+    def done() -> bool:
+        with server.connect() as conn:
+            row = conn.execute(query).fetchone()
+        return bool(row and row[0]) == streaming
+
+    what = "stream" if streaming else "stop streaming"
+    wait_until(done, timeout, f"the WAL receiver of {server.address} to {what}")
+
+
+def cut_receiver(server: Postgres, *, wait: bool = True) -> str:
+    """Point the replica's WAL receiver at a port nobody listens on (it keeps serving reads,
+    receives nothing); returns the previous ``primary_conninfo`` for ``restore_receiver``.
+    While replay is paused the change waits for the resume (``wait=False`` then): the startup
+    process, paused too, is what restarts the receiver."""
+    from psycopg import sql
+
+    from senex_scale.lab import free_port
+
+    with server.connect() as conn:
+        row = conn.execute("SHOW primary_conninfo").fetchone()
+        assert row is not None
+        original = str(row[0])
+        dead = f"host=127.0.0.1 port={free_port()} user=postgres connect_timeout=1"
+        conn.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(dead)))
+        conn.execute("SELECT pg_reload_conf()")
+    if wait:
+        _wait_receiver(server, streaming=False)
+    return original
+
+
+def restore_receiver(server: Postgres, conninfo: str, *, wait: bool = True) -> None:
+    """Undo ``cut_receiver``: the receiver streams from the primary again."""
+    from psycopg import sql
+
+    with server.connect() as conn:
+        conn.execute(
+            sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(conninfo))
+        )
+        conn.execute("SELECT pg_reload_conf()")
+    if wait:
+        _wait_receiver(server, streaming=True)
+
+
+@contextlib.contextmanager
+def receiver_cut(server: Postgres) -> Iterator[None]:
+    """``cut_receiver`` for the block, restored afterwards."""
+    original = cut_receiver(server)
+    try:
+        yield
+    finally:
+        if not server.alive:
+            server.start()
+        restore_receiver(server, original)
+
+
+@pytest.fixture(scope="session")
+def replica_b(stack: Stack) -> Iterator[Postgres]:
+    """A second streaming replica of the primary, reached directly (no PgBouncer)."""
+    server = stack.primary.replica(stack.root / "replica_b")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def replica_b_entry(server: Postgres) -> dict[str, Any]:
+    """``replica_b`` as a registry-style entry of ``SENEX_SCALE_ROUTER["REPLICAS"]``."""
+    return {"alias": "replica_b", "host": "127.0.0.1", "port": server.port, "dbname": "senextrader"}
+
+
+def wait_replayed_on(stack: Stack, server: Postgres, timeout: float = 20.0) -> None:
+    """Until ``server`` has replayed everything the primary has written so far."""
+    (target,) = stack.primary_sql("SELECT pg_current_wal_lsn()")[0]
+
+    def done() -> bool:
+        with server.connect(dbname="senextrader") as conn:
+            row = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]).fetchone()
+        return bool(row and row[0])
+
+    wait_until(done, timeout, f"{server.address} to replay", ignore=(psycopg.OperationalError,))
+
+
+@dataclass
+class Running:
+    """A Daphne of the reference app and a Celery worker, started by ``reference_app``."""
+
+    url: str
+    port: int
+    worker_metrics: int
+    celery: Any
+    """A Celery client on the app's broker and result backend (to fetch task results)."""
+
+
+@contextlib.contextmanager
+def reference_app(stack: Stack, name: str, **env_extra: str) -> Iterator[Running]:
+    """Daphne (HTTP + WebSockets) and a solo Celery worker on all three queues, configured only
+    by environment (``stack.env(**env_extra)``), both serving ``/metrics``; logs in the lab."""
+    from celery import Celery
+    from django.conf import settings as django_settings
+
+    from senex_scale.lab import free_port
+
+    port, metrics_port = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(DEMO),
+        **stack.env(SENEX_CELERY_METRICS_PORT=str(metrics_port), **env_extra),
+    }
+    bin_dir = Path(sys.executable).parent
+    asgi = "senextrader.asgi:application"
+    argvs = [
+        [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), asgi],
+        [str(bin_dir / "celery"), "-A", "senextrader", "worker", "-Q",
+         "trading,accounts,general", "--pool", "solo", "-n", f"senex-{name}@%h",
+         "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+    ]  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    for argv, log in zip(argvs, (f"{name}-daphne.log", f"{name}-worker.log"), strict=True):
+        with (stack.root / log).open("wb") as out:
+            procs.append(
+                subprocess.Popen(argv, cwd=DEMO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            )
+    client = Celery(
+        f"{name}-client",
+        broker=django_settings.CELERY_BROKER_URL,
+        backend=django_settings.CELERY_RESULT_BACKEND,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        wait_until(
+            lambda: httpx.get(f"{url}/health/", timeout=2).status_code == 200,
+            30,
+            f"daphne on {port} (log: {stack.root / name}-daphne.log)",
+            ignore=(httpx.HTTPError,),
+        )
+        wait_until(lambda: bool(client.control.ping(timeout=0.5)), 30, "the celery worker")
+        yield Running(url, port, metrics_port, client)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        client.close()

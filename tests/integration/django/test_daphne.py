@@ -43,12 +43,15 @@ class Instance:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ws(self, user_id: int) -> ClientConnection:
+    def ws(self, user_id: int, cookies: dict[str, str] | None = None) -> ClientConnection:
         """A connection to the positions socket of ``user_id`` (use it in ``with``)."""
+        headers = {"Origin": f"http://127.0.0.1:{self.port}"}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         return connect(
             f"ws://127.0.0.1:{self.port}/ws/positions/{user_id}/",
             origin=None,
-            additional_headers={"Origin": f"http://127.0.0.1:{self.port}"},
+            additional_headers=headers,
             proxy=None,
             open_timeout=10,
         )
@@ -149,6 +152,8 @@ def test_a_trade_is_pushed_to_the_users_websocket(daphne: Instance, paused_repla
         assert response.status_code == 201
         pushed = json.loads(ws.recv(timeout=10))
     assert [(p["symbol"], p["quantity"]) for p in pushed["positions"]] == [("PSH", "5.0000")]
+    # the trades are read uncached: only the adopted pin keeps them off the paused replica
+    assert [t["symbol"] for t in pushed["trades"]] == ["PSH"]
     body = httpx.get(f"{daphne.url}/api/positions/9100/", timeout=10).json()
     assert body["positions"] == pushed["positions"]
 
@@ -305,3 +310,19 @@ def test_the_control_endpoint_is_internal_and_checks_its_input(daphne: Instance)
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
         assert control(daphne).json()["websockets"] == 1
+
+
+def test_a_websocket_opened_after_a_write_reads_the_write(
+    daphne: Instance, paused_replay: Stack
+) -> None:
+    """An HTTP write, then a new WebSocket from the same client (its pin cookie): the first
+    push has the trade; the same socket without the cookie reads the paused replica."""
+    trade = {"user_id": 9500, "symbol": "WSC", "side": "buy", "quantity": "1", "price": "2"}
+    with httpx.Client(base_url=daphne.url, timeout=10) as client:
+        assert client.post("/api/trades/", json=trade).status_code == 201
+        cookies = {"senex_pin": client.cookies["senex_pin"]}
+    with daphne.ws(9500, cookies) as ws:
+        first = json.loads(ws.recv(timeout=10))
+    assert [t["symbol"] for t in first["trades"]] == ["WSC"]
+    with daphne.ws(9500) as ws:
+        assert json.loads(ws.recv(timeout=10))["trades"] == []

@@ -55,18 +55,36 @@ def test_a_dotted_path_is_a_replica_callable() -> None:
     ("probe", "primary", "healthy", "reason"),
     [
         (Probe(True, 1000, 0.0), 1000, True, "ok"),
-        (Probe(True, 1000, 6.0), 1000, False, "lag 6.0s > 5s"),
+        (Probe(True, 1000, 600.0), 1000, True, "ok"),  # caught up; the primary is idle
+        (Probe(True, 1000, 6.0), 1001, False, "lag 6.0s > 5s"),
         (Probe(True, 1000, 0.0), 1000 + 2048, False, "lag 2048 bytes > 1024"),
         (Probe(False, 1000, 0.0), 1000, False, "not in recovery (promoted?): not a replica"),
         (Probe(True, None, None), 1000, False, "has not replayed any WAL yet"),
         (OSError("connection refused\nmore"), 1000, False, "down: connection refused"),
         (Probe(True, 1000, 1.0), None, True, "ok"),
+        (Probe(True, 1000, 6.0), None, False, "lag 6.0s > 5s"),
+        (Probe(True, 1000, None), 1010, False, "lag unknown: behind by 10 bytes, no replayed"
+         " transaction to date it"),
     ],
-)
+)  # fmt: skip
 def test_judge(probe: Probe | Exception, primary: int | None, healthy: bool, reason: str) -> None:
     """Healthy only when in recovery, replaying, and within both lag bounds; always a reason."""
     state = judge("r", probe, primary, 0.0, 5.0, 1024)
     assert (state.healthy, state.reason) == (healthy, reason)
+
+
+def test_a_replica_behind_the_primary_is_never_zero_seconds_behind() -> None:
+    """Behind the primary (a stopped WAL receiver leaves received == replayed): the lag is
+    the age of its last replayed commit, not 0."""
+    state = judge("r", Probe(True, 1000, 8.0), 1000 + 64, 0.0, 5.0, 1 << 24)
+    assert (state.healthy, state.lag_seconds) == (False, 8.0)
+
+
+def test_the_lag_is_the_smallest_honest_bound() -> None:
+    """Seen at or past the primary's position 1.5 s ago: lag 1.5 s, though the last replayed
+    commit is older (an idle primary, then a write)."""
+    state = judge("r", Probe(True, 1000, 60.0), 1100, 10.0, 5.0, 1 << 24, seen_current_at=8.5)
+    assert (state.healthy, state.lag_seconds) == (True, 1.5)
 
 
 class Probes:
@@ -152,3 +170,34 @@ def test_an_unknown_alias_is_down_not_an_exception() -> None:
         ("r1", False, "down: 'r1'"),
         ("r2", True, "ok"),
     ]
+
+
+def test_the_monitor_remembers_when_each_replica_was_current() -> None:
+    """A replica that stops replaying is dated by the last probe that found it current."""
+    clock, probes = FakeClock(), Probes()
+    positions = iter([5000, 6000, 7000])
+    monitor = ReplicaMonitor(
+        RouterConfig.from_settings({"REPLICAS": ["r1"], "HEALTH_TTL": 1}),
+        clock=clock,
+        probe=probes,
+        read_primary_lsn=lambda alias: next(positions),
+    )
+    probes.answers = {"r1": Probe(True, 5000, None)}
+    assert [s.lag_seconds for s in monitor.states()] == [0.0]
+    clock.advance(2)
+    assert [(s.lag_seconds, s.healthy) for s in monitor.states()] == [(2.0, True)]
+    clock.advance(4)
+    assert [(s.lag_seconds, s.healthy) for s in monitor.states()] == [(6.0, False)]
+
+
+def test_a_pin_lasts_at_least_the_lag_bound_plus_two_ttls() -> None:
+    """PIN_SECONDS shorter than MAX_LAG_SECONDS + 2 HEALTH_TTL (or a replica's own bound) is
+    raised to it: after that, any replica the router may read holds the write."""
+    from senex_scale.contrib.django.router import ReplicaRouter
+
+    raw = {"MAX_LAG_SECONDS": 5, "HEALTH_TTL": 2, "PIN_SECONDS": 3}
+    assert ReplicaRouter(RouterConfig.from_settings(raw)).pin_seconds() == 9.0
+    raw["PIN_SECONDS"] = 30
+    assert ReplicaRouter(RouterConfig.from_settings(raw)).pin_seconds() == 30.0
+    raw["REPLICAS"] = [{"alias": "far", "host": "h", "max_lag_seconds": 40}]
+    assert ReplicaRouter(RouterConfig.from_settings(raw)).pin_seconds() == 44.0

@@ -25,6 +25,9 @@ senex_scale.E010       django-redis ``SentinelClient`` without ``SENTINELS`` or 
 senex_scale.W011       ``SentinelClient`` with a string ``LOCATION``: reads from Redis replicas
 senex_scale.W012       a Redis address that bypasses Sentinel while other settings use it
 senex_scale.E013       ``sentinel://`` Celery broker without ``master_name``
+senex_scale.W014       a middleware that may use the database listed before
+                       ``ReadYourWritesMiddleware``: its writes are not carried to the next
+                       request, its reads do not get the request's pin
 =====================  =====================================================================
 """
 
@@ -189,6 +192,48 @@ def _check_router(
     return out
 
 
+RYW_MIDDLEWARE = "senex_scale.contrib.django.router.ReadYourWritesMiddleware"
+DATABASE_FREE_MIDDLEWARE = frozenset(
+    {
+        "senex_scale.contrib.django.metrics.MetricsMiddleware",
+        "django.middleware.security.SecurityMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.gzip.GZipMiddleware",
+        "django.middleware.http.ConditionalGetMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django.middleware.locale.LocaleMiddleware",
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "corsheaders.middleware.CorsMiddleware",
+    }
+)
+"""Middleware known not to touch the database: they may come before the pin middleware."""
+
+
+def check_middleware(middleware: list[str] | tuple[str, ...]) -> list[CheckMessage]:
+    """W014 for each middleware before ``ReadYourWritesMiddleware`` that may use the database.
+
+    The pin middleware gives the request its pin and, when the response passes back through
+    it, puts the request's writes in the pin cookie. A middleware outside it (listed before)
+    runs its ``process_response`` after that: a session saved, a last-seen time updated, an
+    audit row written there reaches the next request with no pin."""
+    items = list(middleware)
+    if RYW_MIDDLEWARE not in items:
+        return []
+    out: list[CheckMessage] = []
+    for name in items[: items.index(RYW_MIDDLEWARE)]:
+        if name not in DATABASE_FREE_MIDDLEWARE:
+            out.append(
+                Warning(
+                    f"{name} comes before ReadYourWritesMiddleware: writes it makes are not"
+                    " carried to the next request, and its reads get no pin.",
+                    hint="List ReadYourWritesMiddleware before it (right after"
+                    " MetricsMiddleware and SecurityMiddleware).",
+                    id="senex_scale.W014",
+                )
+            )
+    return out
+
+
 def check_redis(
     caches: Mapping[str, Mapping[str, Any]],
     *,
@@ -300,6 +345,14 @@ def pooler_checks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         routers=list(getattr(settings, "DATABASE_ROUTERS", [])),
         router_setting=getattr(settings, "SENEX_SCALE_ROUTER", None),
     )
+
+
+@register("senex_scale")
+def middleware_checks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The registered check: the place of ``ReadYourWritesMiddleware`` in ``MIDDLEWARE``."""
+    from django.conf import settings
+
+    return check_middleware(list(getattr(settings, "MIDDLEWARE", None) or []))
 
 
 @register("senex_scale", Tags.caches)

@@ -16,17 +16,22 @@ and a user who saved a form was redirected to a page that did not show the chang
 
 Read-your-writes state (the *pin*) lives in a context variable, so it follows a request, a
 Channels consumer or a Celery task and never leaks into another. The pin is made *pending* by
-a write and gets its LSN at the first read that could go to a replica; when the LSN cannot be
-read (another database, an error) the pin falls back to time: ``PIN_SECONDS``. The pin
-travels across a redirect in a signed cookie (``ReadYourWritesMiddleware``), into Celery tasks
-in a message header (``install_celery``) and into consumers through ``pin_token()``.
+a write and gets its LSN at the first read that could go to a replica, outside a transaction
+(inside one, the COMMIT is still to come); when the LSN cannot be read (another database, an
+error) reads go to the primary. A pin ends only by time (``ReplicaRouter.pin_seconds``):
+never because the replicas seen now have caught up, since one that is down or lagging now
+may come back behind the write. The pin travels across a redirect in a signed cookie
+(``ReadYourWritesMiddleware``), into WebSocket connections from that cookie
+(``PinScopeMiddleware``), into Celery tasks in a message header (``install_celery``) and into
+consumers through ``pin_token()``.
 
 ::
 
-    write ──> Pin(lsn=None, until=now+PIN_SECONDS)        (pending)
-    read  ──> pending: lsn := primary pg_current_wal_lsn()  (resolved; failed: time fallback)
+    write ──> Pin(lsn=None, until=now+pin_seconds)               (pending)
+    read  ──> in a transaction: the primary (pin stays pending)
+          ──> pending: lsn := primary pg_current_wal_insert_lsn()  (failed: the primary)
           ──> replicas with replay_lsn >= lsn ──> one of them | none: the primary
-          ──> every healthy replica caught up ──> pin dropped
+    now >= until ──> pin dropped: every replica within its lag bound holds the write
 
 Settings (all optional)::
 
@@ -38,7 +43,7 @@ Settings (all optional)::
         "MAX_LAG_SECONDS": 5.0,        # replay delay beyond which a replica is skipped
         "MAX_LAG_BYTES": 16777216,     # WAL not yet replayed beyond which it is skipped
         "HEALTH_TTL": 2.0,             # seconds between probes (and registry stats)
-        "PIN_SECONDS": 10.0,           # time fallback; keep it above MAX_LAG_SECONDS
+        "PIN_SECONDS": 10.0,           # how long a write pins (raised to the lag bound + 2 TTL)
         "COOKIE": "senex_pin",         # the cookie that carries a pin across a redirect
         "INHERIT_PASSWORD": False,     # registry entries without password_env log in with
                                        # the primary's password (off: with none)
@@ -57,6 +62,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import random
 import re
@@ -117,8 +123,8 @@ class Pin:
     until: float
 
     def alive(self, now: float) -> bool:
-        """Still in force: it has an LSN to wait for, or its time has not run out."""
-        return self.lsn is not None or now < self.until
+        """Still in force: its time has not run out (with or without an LSN)."""
+        return now < self.until
 
     def token(self) -> str:
         """A compact text form for a cookie, a task header or a channel-layer message."""
@@ -340,11 +346,16 @@ class ReplicaHealth:
 
 @dataclass(frozen=True)
 class Probe:
-    """Raw answers of a replica probe (``probe_replica``)."""
+    """Raw answers of a replica probe (``probe_replica``).
+
+    ``replay_age``: seconds since the commit of the last transaction the replica replayed
+    (``now() - pg_last_xact_replay_timestamp()``), None when it has replayed none since it
+    started. It is *not* the lag by itself: an idle primary commits nothing either.
+    """
 
     in_recovery: bool
     replay_lsn: int | None
-    lag_seconds: float | None
+    replay_age: float | None
 
 
 def judge(
@@ -354,23 +365,53 @@ def judge(
     now: float,
     max_lag_seconds: float,
     max_lag_bytes: int,
+    seen_current_at: float | None = None,
 ) -> ReplicaHealth:
-    """Healthy or not, and why: the pure part of a health check."""
+    """Healthy or not, and why: the pure part of a health check.
+
+    ``lag_seconds`` is an upper bound of how old the replica's state is, never a guess:
+
+    - 0 when it has replayed ``primary_lsn`` (the primary's position read just before the
+      probe): it was current then;
+    - otherwise the smallest of the bounds known: the age of the last transaction it
+      replayed (everything the primary committed before that is there), and the time since
+      the monitor last saw it at or past the primary's position (``seen_current_at``);
+    - neither known (behind, nothing replayed since its start, never seen current): not
+      healthy.
+
+    The replica's own view (received == replayed) is not used: a replica whose WAL receiver
+    has stopped has replayed all it received and is still arbitrarily far behind. Because the
+    bound is honest, a replica within ``max_lag_seconds`` has every write committed more than
+    ``max_lag_seconds`` before the probe: what lets a pin expire (``ReplicaRouter``).
+    """
     if isinstance(probe, Exception):
         text = str(probe).strip().splitlines()[0] if str(probe).strip() else type(probe).__name__
         return ReplicaHealth(alias, False, f"down: {text}", now)
     if not probe.in_recovery:
         return ReplicaHealth(alias, False, "not in recovery (promoted?): not a replica", now)
-    lag_bytes = None
-    if primary_lsn is not None and probe.replay_lsn is not None:
-        lag_bytes = max(0, primary_lsn - probe.replay_lsn)
-    base = ReplicaHealth(alias, True, "ok", now, probe.replay_lsn, probe.lag_seconds, lag_bytes)
     if probe.replay_lsn is None:
-        return replace(base, healthy=False, reason="has not replayed any WAL yet")
-    if probe.lag_seconds is not None and probe.lag_seconds > max_lag_seconds:
+        return ReplicaHealth(alias, False, "has not replayed any WAL yet", now)
+    lag_bytes = None
+    lag: float | None
+    if primary_lsn is not None:
+        lag_bytes = max(0, primary_lsn - probe.replay_lsn)
+    if lag_bytes == 0:
+        lag = 0.0
+    else:
+        bounds = [probe.replay_age] if probe.replay_age is not None else []
+        if seen_current_at is not None:
+            bounds.append(now - seen_current_at)
+        lag = max(0.0, min(bounds)) if bounds else None
+    base = ReplicaHealth(alias, True, "ok", now, probe.replay_lsn, lag, lag_bytes)
+    if lag is None:
+        behind = f"{lag_bytes} bytes" if lag_bytes is not None else "an unknown amount"
         return replace(
-            base, healthy=False, reason=f"lag {probe.lag_seconds:.1f}s > {max_lag_seconds:g}s"
+            base,
+            healthy=False,
+            reason=f"lag unknown: behind by {behind}, no replayed transaction to date it",
         )
+    if lag > max_lag_seconds:
+        return replace(base, healthy=False, reason=f"lag {lag:.1f}s > {max_lag_seconds:g}s")
     if lag_bytes is not None and lag_bytes > max_lag_bytes:
         return replace(base, healthy=False, reason=f"lag {lag_bytes} bytes > {max_lag_bytes}")
     return base
@@ -378,12 +419,9 @@ def judge(
 
 PROBE_SQL = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-    "CASE WHEN pg_last_wal_receive_lsn() IS NULL "
-    "       OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-    "     ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())"
 )
-"""One round trip. Lag is 0 when everything received is replayed (an idle primary is not lag);
-otherwise the age of the last replayed transaction (an upper bound of the delay)."""
+"""One round trip: in recovery, replay position, age of the last replayed commit (``judge``)."""
 
 
 def probe_replica(alias: str) -> Probe:
@@ -400,17 +438,42 @@ def probe_replica(alias: str) -> Probe:
         # in this same request or task) must connect again.
         connection.close()
         raise
-    in_recovery, lsn, lag = row
+    in_recovery, lsn, age = row
     return Probe(
         in_recovery=bool(in_recovery),
         replay_lsn=parse_lsn(lsn) if lsn else None,
-        lag_seconds=float(lag) if lag is not None else None,
+        replay_age=float(age) if age is not None else None,
     )
 
 
 def primary_lsn(alias: str) -> int | None:
-    """The primary's current WAL position, or None when it cannot be read (not PostgreSQL,
-    in a failed transaction, down)."""
+    """The primary's current WAL position (written out), or None when it cannot be read (not
+    PostgreSQL, in a failed transaction, down). What the monitor compares replicas with."""
+    return _read_lsn(alias, "pg_current_wal_lsn()")
+
+
+def pin_lsn(alias: str) -> int | None:
+    """The position a replica must replay to show everything committed so far: the WAL
+    *insert* position, at or past the end of every commit record already made, even one not
+    yet written out (``synchronous_commit = off``). None as for ``primary_lsn``, and inside a
+    transaction on ``alias``: a position read there precedes the transaction's own COMMIT."""
+    if in_transaction(alias):
+        return None
+    return _read_lsn(alias, "pg_current_wal_insert_lsn()")
+
+
+def in_transaction(alias: str) -> bool:
+    """A transaction is open on ``alias``'s connection: ``atomic()`` or autocommit off."""
+    from django.db import connections
+
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        return True
+    # the attribute, not get_autocommit(): no connecting, no checks (every read asks this)
+    return connection.connection is not None and not connection.autocommit
+
+
+def _read_lsn(alias: str, function: str) -> int | None:
     from django.db import DatabaseError, connections
 
     connection = connections[alias]
@@ -418,7 +481,7 @@ def primary_lsn(alias: str) -> int | None:
         return None
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            cursor.execute(f"SELECT {function}::text")
             row = cursor.fetchone()
     except DatabaseError as exc:
         log.warning("router: cannot read the primary's WAL position: %s", exc)
@@ -434,6 +497,8 @@ class ReplicaMonitor:
     clock: Callable[[], float] = time.time
     probe: Callable[[str], Probe] = probe_replica
     read_primary_lsn: Callable[[str], int | None] = primary_lsn
+    read_pin_lsn: Callable[[str], int | None] = pin_lsn
+    _seen: list[tuple[float, int]] = field(default_factory=list)
     _states: dict[str, ReplicaHealth] = field(default_factory=dict)
     _aliases: tuple[str, ...] = ()
     _next: float = 0.0
@@ -454,7 +519,10 @@ class ReplicaMonitor:
     def refresh(self) -> None:
         """Re-read the replica list and probe every replica now."""
         aliases = self._load_aliases()
+        read_at = self.clock()
         lsn = self.read_primary_lsn(self.config.primary) if aliases else None
+        if lsn is not None:
+            self._remember(read_at, lsn)
         states: dict[str, ReplicaHealth] = {}
         for alias in aliases:
             try:
@@ -462,11 +530,17 @@ class ReplicaMonitor:
             except Exception as exc:  # any failure to probe means: do not read there
                 found = exc
             max_lag = self.config.max_lag_seconds
-            entry = next((e for e in self._registry_entries if e.alias == alias), None)
+            entries = [*self._registry_entries, *self.config.replicas]
+            entry = next(
+                (e for e in entries if isinstance(e, ReplicaEntry) and e.alias == alias), None
+            )
             if entry is not None and entry.max_lag_seconds is not None:
                 max_lag = entry.max_lag_seconds
+            seen = None
+            if isinstance(found, Probe) and found.replay_lsn is not None:
+                seen = self._seen_current_at(found.replay_lsn)
             states[alias] = judge(
-                alias, found, lsn, self.clock(), max_lag, self.config.max_lag_bytes
+                alias, found, lsn, self.clock(), max_lag, self.config.max_lag_bytes, seen
             )
             if not states[alias].healthy:
                 log.info("router: skipping replica %s: %s", alias, states[alias].reason)
@@ -477,6 +551,34 @@ class ReplicaMonitor:
     def invalidate(self) -> None:
         """Probe again on the next read (after a known failover or replica change)."""
         self._next = 0.0
+
+    def max_lag_seconds(self) -> float:
+        """The largest lag bound of any replica (the setting or a registry override)."""
+        overrides = [e.max_lag_seconds for e in self._registry_entries if e.max_lag_seconds]
+        static = [
+            r.max_lag_seconds
+            for r in self.config.replicas
+            if isinstance(r, ReplicaEntry) and r.max_lag_seconds
+        ]
+        return max([self.config.max_lag_seconds, *overrides, *static])
+
+    def _remember(self, at: float, lsn: int) -> None:
+        """Keep (time, primary position) samples for ``_seen_current_at`` (bounded)."""
+        seen = self._seen
+        if seen and lsn < seen[-1][1]:  # the primary went back: a new primary, forget
+            seen.clear()
+        seen.append((at, lsn))
+        horizon = at - 2 * self.max_lag_seconds() - self.config.health_ttl
+        while len(seen) > 1 and (seen[0][0] < horizon or len(seen) > 512):
+            seen.pop(0)
+
+    def _seen_current_at(self, replay_lsn: int) -> float | None:
+        """The latest time the primary's position was at or below ``replay_lsn``: the
+        replica's state is at least as new as the primary's at that time."""
+        for at, lsn in reversed(self._seen):
+            if lsn <= replay_lsn:
+                return at
+        return None
 
     def _load_aliases(self) -> tuple[str, ...]:
         items: list[str | ReplicaEntry] = list(self.config.replicas)
@@ -602,38 +704,43 @@ class ReplicaRouter:
 
     def db_for_read(self, model: Any, **hints: Any) -> str:
         """A caught-up healthy replica, or the primary (see the module docstring)."""
-        from django.db import connections
-
         primary = self.config.primary
-        if connections[primary].in_atomic_block:
+        if in_transaction(primary):
             return primary
         healthy = [s for s in self.monitor.states() if s.healthy]
         if not healthy:
             return primary
         pin = _pin.get()
+        if pin is not None and not pin.alive(self._clock()):
+            _pin.set(None)  # expired: every healthy replica has the write (``pin_seconds``)
+            pin = None
         if pin is not None:
             if pin.lsn is None:
-                lsn = self.monitor.read_primary_lsn(primary)
+                lsn = self.monitor.read_pin_lsn(primary)
                 if lsn is None:
-                    if pin.alive(self._clock()):
-                        return primary
-                    _pin.set(None)
-                    return self._choose([s.alias for s in healthy])
+                    return primary  # time fallback
                 pin = Pin(lsn=lsn, until=pin.until)
                 _pin.set(pin)
             lsn = cast(int, pin.lsn)
-            caught_up = [s for s in healthy if s.replay_lsn is not None and s.replay_lsn >= lsn]
-            if len(caught_up) == len(healthy):
-                _pin.set(None)
-            if not caught_up:
+            # Only the replicas that replayed the write, whatever the others do: one that is
+            # down or lagging now may come back within bounds and still behind it.
+            healthy = [s for s in healthy if s.replay_lsn is not None and s.replay_lsn >= lsn]
+            if not healthy:
                 return primary
-            healthy = caught_up
         return self._choose([s.alias for s in healthy])
 
     def db_for_write(self, model: Any, **hints: Any) -> str:
-        """The primary; the context's later reads are pinned until a replica replays it."""
-        _pin.set(Pin(lsn=None, until=self._clock() + self.config.pin_seconds))
+        """The primary; the context's later reads are pinned (``pin_seconds``)."""
+        _pin.set(_stricter(_pin.get(), Pin(lsn=None, until=self._clock() + self.pin_seconds())))
         return self.config.primary
+
+    def pin_seconds(self) -> float:
+        """How long a write pins its context: ``PIN_SECONDS``, raised when needed to the
+        largest lag bound plus two health TTLs. After that long, every replica the router may
+        pick (lag at its last probe within the bound, probed at most a TTL or so ago) holds
+        the write, so the pin can go without an LSN check."""
+        monitor = self.monitor
+        return max(self.config.pin_seconds, monitor.max_lag_seconds() + 2 * self.config.health_ttl)
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
         """Rows from the primary and its replicas are the same rows."""
@@ -656,10 +763,13 @@ class ReplicaRouter:
     # helpers -----------------------------------------------------------------------------
 
     def resolve_pin(self) -> Pin | None:
-        """Give a pending pin its LSN now (before handing it to another context)."""
+        """Give a pending pin its LSN now (before handing it to another context).
+
+        Inside a transaction on the primary the pin stays pending: the COMMIT is still to
+        come, and the context that gets the pin resolves it at its first read."""
         pin = _pin.get()
         if pin is not None and pin.lsn is None:
-            lsn = self.monitor.read_primary_lsn(self.config.primary)
+            lsn = self.monitor.read_pin_lsn(self.config.primary)
             if lsn is not None:
                 pin = Pin(lsn=lsn, until=pin.until)
                 _pin.set(pin)
@@ -724,14 +834,7 @@ class ReadYourWritesMiddleware:
         router = get_router()
         if router is None:
             return None
-        name = router.config.cookie
-        if name not in request.COOKIES:
-            return None
-        token = request.get_signed_cookie(
-            name, default=None, salt=COOKIE_SALT, max_age=router.config.pin_seconds
-        )
-        pin = Pin.from_token(token)
-        return pin if pin is not None and pin.alive(time.time()) else None
+        return pin_from_cookies(router, request.COOKIES)
 
     def _finish(self, request: Any, response: Any, incoming: Pin | None, out: Pin | None) -> Any:
         router = get_router()
@@ -743,7 +846,7 @@ class ReadYourWritesMiddleware:
                 config.cookie,
                 out.token(),
                 salt=COOKIE_SALT,
-                max_age=int(config.pin_seconds) + 1,
+                max_age=max(1, math.ceil(out.until - time.time())),
                 httponly=True,
                 samesite="Lax",
                 secure=request.is_secure(),
@@ -753,8 +856,27 @@ class ReadYourWritesMiddleware:
         return response
 
 
+def pin_from_cookies(router: ReplicaRouter, cookies: Mapping[str, str]) -> Pin | None:
+    """The live pin in the signed pin cookie among ``cookies``, or None (missing, forged,
+    expired)."""
+    from django.http import HttpRequest
+
+    name = router.config.cookie
+    if not cookies.get(name):
+        return None
+    request = HttpRequest()  # Django's own unsigning, whatever its salt scheme
+    request.COOKIES = dict(cookies)
+    token = request.get_signed_cookie(
+        name, default=None, salt=COOKIE_SALT, max_age=router.pin_seconds() + 1
+    )
+    pin = Pin.from_token(token)
+    return pin if pin is not None and pin.alive(time.time()) else None
+
+
 class PinScopeMiddleware:
-    """ASGI middleware for Channels: every connection starts with no pin of its own.
+    """ASGI middleware for Channels: every connection gets a pin scope of its own, starting
+    with the pin of the HTTP client that opens it (its signed pin cookie), so a WebSocket
+    opened after a write reads that write.
 
     Wrap the websocket application: ``PinScopeMiddleware(URLRouter(...))``. Within the
     connection, writes made through ``database_sync_to_async`` pin the consumer's later reads;
@@ -766,7 +888,26 @@ class PinScopeMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async with apin_scope():
+            router = get_router()
+            if router is not None:
+                pin = pin_from_cookies(router, _scope_cookies(scope))
+                if pin is not None:
+                    _pin.set(pin)
             await self.app(scope, receive, send)
+
+
+def _scope_cookies(scope: Mapping[str, Any]) -> Mapping[str, str]:
+    """The cookies of an ASGI connection (Channels' ``CookieMiddleware`` or the header)."""
+    cookies = scope.get("cookies")
+    if isinstance(cookies, Mapping):
+        return cookies
+    from django.http.cookie import parse_cookie
+
+    for name, value in scope.get("headers") or ():
+        if name == b"cookie":
+            parsed: dict[str, str] = parse_cookie(value.decode("latin-1"))
+            return parsed
+    return {}
 
 
 HEADER = "senex_pin"
