@@ -30,12 +30,14 @@ from senex_scale.balancers.base import build_balancer
 from senex_scale.controller.sequence import ScaleSequence, Step
 from senex_scale.demo.load import LoadGenerator, Phase
 from senex_scale.demo.measure import percentile
+from senex_scale.demo.podman import play
 from senex_scale.lab.deployment import (
-    REPO,
+    INVENTORY,
     STATE,
     Deployment,
     Lab,
     build_images,
+    busy_ports,
     pools_running,
     random_secrets,
     render,
@@ -50,28 +52,11 @@ from .conftest import say
 pytestmark = [pytest.mark.hostlab, pytest.mark.integration, pytest.mark.slow]
 
 LAB = Path(os.environ.get("SENEX_HOSTLAB_DIR", "/var/cache/senex-scale/hostlab"))
-INVENTORY = REPO / "examples" / "hostlab-inventory.toml"
-PORTS = (5432, 6379, 6432, 7999, 8000, *range(8001, 8013), 9308)
-"""The inventory's ports on the host's loopback (the lab shares its network)."""
 FRONT = "http://127.0.0.1:8000"
 DJANGO_BASE = 8000
 SHIM = "/usr/local/sbin/senex-systemctl-user"
 BUSY = 10
 """Seconds of load on five instances: the new WebSocket clients open (5 a second)."""
-
-
-def _busy_ports() -> list[int]:
-    import socket
-
-    busy = []
-    for port in PORTS:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                busy.append(port)
-    return busy
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +65,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     """The rendered deployment installed and started in the lab (images built when the cache
     has none of this key); everything removed afterwards."""
-    busy = _busy_ports()
+    busy = busy_ports()
     assert not busy, f"the inventory's ports are taken on this host: {busy}"
 
     def progress(line: str) -> None:
@@ -419,3 +404,26 @@ def test_controller_deploys_itself(deployment: Deployment) -> None:
         raise
     finally:
         deployment.user_systemctl("stop", "senex-scale.service")
+
+
+def test_the_podman_demo_on_the_deployment(
+    deployment: Deployment, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``senex-scale demo --runtime podman``'s run (``demo.podman.play``) on this deployment:
+    the controller as the rendered unit on the default policy at 60x, the end-to-end
+    profile's load through nginx: Django scales out on the WebSocket load and back in, with
+    0 failed requests, 0 WebSockets closed but by a drain or a rebalance, 0 tasks lost or run
+    twice; the controller stops cleanly."""
+    result = play(deployment, tmp_path, "e2e", say=lambda line: say(request.config, line))
+    shown = {k: result[k] for k in ("requests", "websockets", "tasks_queued", "scale_events")}
+    shown |= {k: result[k] for k in ("failed_requests", "websockets_closed_early")}
+    say(request.config, f"\npodman demo: {json.dumps(shown)}")
+    django = {e[1] for e in result["scale_events"] if e[0] == "django" and e[4] == "done"}
+    assert django == {"out", "in"}, result["scale_events"]
+    assert result["failed_requests"] == 0, result["failed_examples"]
+    assert result["websockets_closed_early"] == 0
+    assert result["websocket_connect_errors"] == 0
+    assert result["tasks_queued"] > 100
+    assert result["tasks_lost"] == 0
+    assert result["tasks_duplicated"] == 0
+    assert result["controller_exit"] == 0

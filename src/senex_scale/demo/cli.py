@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import time
@@ -11,6 +12,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+
+class Runtime(enum.StrEnum):
+    """Where the demo's pools run."""
+
+    supervisor = "supervisor"
+    podman = "podman"
+
 
 NUMBERS = (
     ("failed_requests", "failed HTTP requests"),
@@ -44,12 +53,22 @@ def demo_command(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the demo's directory (logs, state, policy).")
     ] = False,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            "--runtime",
+            help="supervisor: every process on this machine's loopback. podman: the rendered "
+            "deployment (Quadlet units, rootless Podman) in the host lab; needs a checkout "
+            "and root.",
+        ),
+    ] = Runtime.supervisor,
 ) -> None:
     """The reference app scaling itself: its whole stack on loopback, the controller on the
     default policy at demo speed, and a trading day of HTTP, WebSocket and Celery load.
 
     Prints the status page's URL to watch it live, then the numbers; Ctrl-C tears
-    everything down at any time.
+    everything down at any time. With ``--runtime podman`` the same day runs on the files
+    ``senex-scale render`` writes, installed in the host lab (docs/demo.md).
     """
     from senex_scale.demo.run import Demo, run_demo
 
@@ -70,7 +89,13 @@ def demo_command(
             err.print("tearing down")
 
     try:
-        result = run_demo(profile, speed=speed, say=say, keep=keep, hold=hold)
+        if runtime is Runtime.podman:
+            from senex_scale.demo.podman import CHANGES, run_podman_demo
+
+            say("the policy differs from the supervisord demo's: " + "; ".join(CHANGES))
+            result = run_podman_demo(profile, speed=speed, say=say, keep=keep)
+        else:
+            result = run_demo(profile, speed=speed, say=say, keep=keep, hold=hold)
     except KeyboardInterrupt:
         err.print("interrupted: everything was stopped")
         raise typer.Exit(130) from None

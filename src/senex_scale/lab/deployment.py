@@ -101,6 +101,9 @@ afterwards: Podman's health-check timers (``podman healthcheck run ID``, the ``N
 of postgres.container) know only the default storage."""
 PODMAN = ("podman", f"--root={STORE}", "--runroot=/run/senex-deploy/storage")
 """Root's podman on the build storage."""
+VENVS = "/var/cache/senex-controller-venv"
+"""The app image's venv for the controller, one copy per image key (``_controller_venv``);
+readable by the service user (the build storage's directory is root's alone)."""
 SYSTEM_UNITS = "/run/containers/systemd"
 """Root's Quadlet files of the deployment: the runtime directory (the lab's tmpfs), not /etc.
 postgres.container and redis.container are rendered with ``WantedBy=default.target``, so the
@@ -722,10 +725,10 @@ class Deployment:
         (installed with the other files) running ``/usr/local/bin/senex-scale`` (the app
         image's venv, copied out: the lab's Python is the image's) on ``policy`` at
         ``/etc/senex-scale/policy.toml``; its secrets in an environment file of a drop-in."""
-        self.lab.check(
-            *PODMAN, "run", "--rm", "--cgroups=disabled", "--network=host", "-v", "/opt:/out",
-            self.images.app, "cp", "-a", "/opt/venv", "/out/",
-        )  # fmt: skip
+        venv = self._controller_venv()
+        opt = self.lab.path("/opt/venv")
+        opt.unlink(missing_ok=True)
+        opt.symlink_to(venv)
         self.installed.append("/opt/venv")
         link = self.lab.path("/usr/local/bin/senex-scale")
         link.unlink(missing_ok=True)
@@ -743,9 +746,32 @@ class Deployment:
         self.lab.check("chown", "-R", f"{self.user}:{self.user}", f"{home}/.config")
         self.user_systemctl("daemon-reload")
 
+    def _controller_venv(self) -> str:
+        """The app image's venv copied out once per image key into ``VENVS`` (the lab's
+        cache, kept like the build storage), where ``/opt/venv`` points. Deleting a venv is
+        slow where the disk is mounted with online discard (minutes for its 20,000 files
+        here), so it is not done on every ``remove``: only the copies of older keys go, when
+        a new one is made."""
+        inside = f"{VENVS}/{self.images.key}"
+        if self.lab.path(inside).is_dir():
+            return inside
+        cache = self.lab.path(VENVS)
+        if cache.is_dir():
+            for old in cache.iterdir():
+                shutil.rmtree(old, ignore_errors=True)
+        self.lab.check("mkdir", "-p", f"{VENVS}/.new")
+        self.lab.check(
+            *PODMAN, "run", "--rm", "--cgroups=disabled", "--network=host",
+            "-v", f"{VENVS}/.new:/out", self.images.app, "cp", "-a", "/opt/venv", "/out/",
+        )  # fmt: skip
+        self.lab.check("mv", f"{VENVS}/.new/venv", inside)
+        return inside
+
     def controller_env(self) -> str:
-        """The controller's secrets: the broker's password for its queue source."""
-        return f"SENEX_REDIS_PASSWORD={self.env['SENEX_REDIS_PASSWORD']}\n"
+        """The controller's secrets: the broker's password (queue and memory sources) and the
+        monitoring role's (the PostgreSQL source)."""
+        names = ("SENEX_REDIS_PASSWORD", "SENEX_MONITOR_PASSWORD")
+        return "".join(f"{name}={self.env[name]}\n" for name in names)
 
     def journal(self, *units: str, user: bool = False, lines: int = 60) -> str:
         """The journal of ``units`` (system, or the service user's manager)."""
@@ -809,6 +835,26 @@ class Deployment:
             if owner == str(uid):
                 self.lab.exec("kill", "-KILL", pause)
         self.lab.exec("userdel", "-r", "-f", self.user)
+
+
+INVENTORY = REPO / "examples" / "hostlab-inventory.toml"
+PORTS = (5432, 6379, 6432, 7999, 8000, *range(8001, 8013), 9308)
+"""The inventory's ports on the host's loopback (the lab shares its network)."""
+
+
+def busy_ports(ports: tuple[int, ...] = PORTS) -> list[int]:
+    """Those of ``ports`` something on this host's loopback already listens on."""
+    import socket
+
+    busy = []
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def pools_running(deployment: Deployment, pool: str) -> list[int]:
