@@ -749,22 +749,26 @@ class Deployment:
     def _controller_venv(self) -> str:
         """The app image's venv copied out once per image key into ``VENVS`` (the lab's
         cache, kept like the build storage), where ``/opt/venv`` points. Deleting a venv is
-        slow where the disk is mounted with online discard (minutes for its 20,000 files
-        here), so it is not done on every ``remove``: only the copies of older keys go, when
-        a new one is made."""
-        inside = f"{VENVS}/{self.images.key}"
+        slow where the disk is mounted with online discard (minutes for its 24,000 files
+        here), so it is not done on every ``remove``: the copies of older keys go when a new
+        one is made, in the background (a transient unit of the lab's systemd)."""
+        key = self.images.key
+        inside = f"{VENVS}/{key}"
         if self.lab.path(inside).is_dir():
             return inside
         cache = self.lab.path(VENVS)
         if cache.is_dir():
-            for old in cache.iterdir():
-                shutil.rmtree(old, ignore_errors=True)
-        self.lab.check("mkdir", "-p", f"{VENVS}/.new")
+            old = [f"{VENVS}/{p.name}" for p in cache.iterdir() if p.name != f".new-{key}"]
+            if old:
+                self.lab.exec("systemd-run", "--no-block", "--quiet", "rm", "-rf", *old)
+        new = f"{VENVS}/.new-{key}"  # not the old ones' name: they are deleted meanwhile
+        self.lab.check("mkdir", "-p", new)
         self.lab.check(
             *PODMAN, "run", "--rm", "--cgroups=disabled", "--network=host",
-            "-v", f"{VENVS}/.new:/out", self.images.app, "cp", "-a", "/opt/venv", "/out/",
+            "-v", f"{new}:/out", self.images.app, "cp", "-a", "/opt/venv", "/out/",
         )  # fmt: skip
-        self.lab.check("mv", f"{VENVS}/.new/venv", inside)
+        self.lab.check("mv", f"{new}/venv", inside)
+        self.lab.check("rmdir", new)
         return inside
 
     def controller_env(self) -> str:
