@@ -669,7 +669,9 @@ MAX_TRACE_ROWS = 10_000_000
 
 @trace_app.command("generate")
 def trace_generate(
-    kind: Annotated[str, typer.Argument(help="trading-day, news-day, holiday or slow-week.")],
+    kind: Annotated[
+        str, typer.Argument(help="trading-day, news-day, holiday, slow-week or ten-sessions.")
+    ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write ('-': stdout).")],
     start: Annotated[
         str | None, typer.Option(help="First day (YYYY-MM-DD); default per kind.")
@@ -713,6 +715,27 @@ def trace_generate(
         err.print(f"wrote {len(made.times)} rows to {out_path}")
 
 
+# your own traffic as a trace: the commands live in simulate/capture_cli.py
+from senex_scale.simulate.capture_cli import (  # noqa: E402
+    from_prometheus_command,
+    from_store_command,
+)
+
+trace_app.command("from-prometheus")(from_prometheus_command)
+trace_app.command("from-store")(from_store_command)
+
+
+# shadow mode's report: the command lives in controller/shadow_report.py
+from senex_scale.controller.shadow_report import shadow_report_command  # noqa: E402
+
+shadow_app = typer.Typer(
+    help="Compare what `run --shadow` would have done with what the pools did.",
+    no_args_is_help=True,
+)
+app.add_typer(shadow_app, name="shadow")
+shadow_app.command("report")(shadow_report_command)
+
+
 # --------------------------------------------------------------------------- controller
 
 
@@ -739,6 +762,14 @@ def run(
         str, typer.Option("--log-format", help="console or json (one JSON object a line).")
     ] = "console",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Read everything, act on nothing, take no lock; record what this policy "
+            "would have done next to what the pools did (see `shadow report`).",
+        ),
+    ] = False,
 ) -> None:
     """Run the controller: every interval, collect, decide, act and record.
 
@@ -763,6 +794,7 @@ def run(
         web=not no_web,
         once=once,
         leader=not no_leader,
+        shadow=shadow,
     )
     raise typer.Exit(run_daemon(options))
 
@@ -889,6 +921,14 @@ def history(
         err.print("no decisions recorded that match")
         return
     _print_table(history_table(rows))
+
+
+# --------------------------------------------------------------------------- forecast
+
+# the next session's forecast of a pool's predictive rule; the command lives in forecast_cli
+from senex_scale.forecast_cli import forecast_command  # noqa: E402
+
+app.command("forecast")(forecast_command)
 
 
 # --------------------------------------------------------------------------- render

@@ -23,7 +23,7 @@ from senex_scale.policy import default_policy_text
 # Tuesday 2026-11-24 10:00 New York: market hours, an XNYS session.
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp()
 BAD_DURATION = ('scale_out = { above = 70, for = "5m"', 'scale_out = { above = 70, for = "5x"')
-BAD_CRON = ('start = "0 23 * * *"', 'start = "0 25 * * *"')
+BAD_CRON = ('start = "open-2m"', 'start = "0 25 * * *"')
 DEFAULT_FILE = "the-default-policy-as-printed-by-senex-scale-policy-default.toml"
 DURATION_PROBLEM = 'rules[0].scale_out.for: "5x" is not a duration (e.g. "5m")'
 LONG_PROBLEM = (
@@ -166,7 +166,7 @@ def test_validate_default_file(runs: Mapping[str, subprocess.CompletedProcess[st
     result = runs["validate"]
     assert (result.returncode, result.stderr) == (0, "")
     assert (
-        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 3 schedules, 5 sources)"
+        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 1 schedules, 5 sources)"
     )
 
 
@@ -202,7 +202,7 @@ def test_validate_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> 
             "celery-busy",
             "celery-trading-busy",
         ],
-        "schedules": ["night", "before-open", "open-spike"],
+        "schedules": ["open-spike"],
         "sources": ["broker", "disk", "postgres", "prom", "redis"],
     }
 
@@ -228,7 +228,7 @@ def test_output_is_not_rewrapped(runs: Mapping[str, subprocess.CompletedProcess[
         f"Error: bad.toml: 2 problems\n  {DURATION_PROBLEM}\n  {LONG_PROBLEM}\n"
     )
     summary = runs["validate"].stdout
-    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 3 schedules, 5 sources)\n"
+    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 1 schedules, 5 sources)\n"
 
 
 def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None:

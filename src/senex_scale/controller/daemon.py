@@ -38,6 +38,8 @@ class DaemonOptions:
     web: bool = True
     once: bool = False
     leader: bool = True
+    shadow: bool = False
+    """Read and record what would be done; act on nothing, take no lock (shadow.py)."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -81,7 +83,7 @@ def build(options: DaemonOptions) -> tuple[Policy, Store, Leader]:
     policy = load_policy(options.policy)
     state = options.state or policy.controller.state
     store = open_store(state)
-    if not options.leader:
+    if not options.leader or options.shadow:  # a shadow never blocks a real controller
         return policy, store, NoLeader()
     ttl = policy.controller.leader_ttl or 1.5 * policy.controller.interval
     return policy, store, build_leader(policy.controller.leader, state, ttl)
@@ -102,6 +104,7 @@ def run(options: DaemonOptions) -> int:
         dry_run=options.dry_run,
         metrics=metrics,
         log=log,
+        shadow=options.shadow,
     )
     token = None
     if policy.controller.token_env:
@@ -151,6 +154,7 @@ def run(options: DaemonOptions) -> int:
         state=redact_url(options.state or policy.controller.state),
         lock=leader.kind,
         dry_run=loop.dry_run,
+        shadow=options.shadow,
         interval=policy.controller.interval,
     )
     try:

@@ -43,11 +43,13 @@ from senex_scale.balancers.base import Balancer
 from senex_scale.controller.act import Actor, Workers
 from senex_scale.controller.collect import Listing, ingest, list_instances
 from senex_scale.controller.context import Context, PoolHandle, build_pool
+from senex_scale.controller.forecasting import prime
 from senex_scale.controller.leader import Leader
 from senex_scale.controller.probe import Prober
 from senex_scale.controller.rebalance import Rebalancer
 from senex_scale.controller.reconcile import Reconciler
 from senex_scale.controller.record import status_doc, update_metrics
+from senex_scale.controller.shadow import Shadow
 from senex_scale.core.decide import Decider, Plan
 from senex_scale.core.state import Observation
 from senex_scale.errors import FencedError, PolicyError, SenexError
@@ -101,8 +103,11 @@ class ControllerLoop:
         build_source: Callable[[str, Any], MetricSource] | None = None,
         build_pool: Callable[[str, Pool], tuple[Runtime, Balancer | None]] | None = None,
         controller_id: str | None = None,
+        shadow: bool = False,
     ) -> None:
         self.policy_path = policy_path
+        self.shadow = Shadow() if shadow else None
+        """``run --shadow``: every tick reads and records only (controller/shadow.py)."""
         self.store = store
         self.leader = leader
         self.dry_run = dry_run or policy.controller.dry_run
@@ -213,7 +218,8 @@ class ControllerLoop:
     def run(self, ticks: int | None = None) -> None:
         """Tick every interval until ``stop()`` (or ``ticks`` ticks)."""
         done = 0
-        self.prober.start()
+        if self.shadow is None:  # a shadow uses no probe result: it repairs nothing
+            self.prober.start()
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -246,6 +252,11 @@ class ControllerLoop:
         started = time.monotonic()
         now = self.clock()
         report = TickReport(now, leading=False)
+        if self.shadow is not None:  # no lock, no fence, no action: shadow.py
+            self.shadow.tick(self, report)
+            self.metrics.tick_duration.observe(time.monotonic() - started)
+            self.metrics.last_tick.set(now)
+            return report
         try:
             self._lead(report)
             if not report.leading:
@@ -293,6 +304,8 @@ class ControllerLoop:
             rule: self.store.samples(rule, now - window - self.policy.controller.gap_bound)
             for rule, window in self.windows.items()
         }
+        if self.decider.forecasters:  # what predictive rules learned before (or elsewhere)
+            prime(self.decider, self.store, now, self.policy)
         with ctx.memory_lock:
             memory = self.store.load_memory()
             plan = self.decider.decide(Observation(listing.instances, samples, errors, memory), now)

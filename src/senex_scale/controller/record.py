@@ -72,6 +72,11 @@ def status_doc(
         (s.rule, s.pool, finite(s.value), str(s.vote), s.held)
         for s in (plan.rules if plan is not None else ())
     ]
+    # a predictive rule's value is its demand; its forecast is charted beside it
+    forecasts = plan.forecasts if plan is not None else ()
+    rule_rows += [
+        (f"{f.rule} forecast", f.pool, finite(f.forecast), "forecast", 0.0) for f in forecasts
+    ]
     status = {
         "at": now,
         "role": role,
@@ -82,6 +87,7 @@ def status_doc(
         "state": redact_url(ctx.store.url),
         "pools": pools,
         "rules": rules,
+        "forecasts": [f.as_dict() for f in forecasts],
         "hosts": hosts_doc(ctx),
     } | extra
     return status, pool_rows, rule_rows
@@ -145,6 +151,8 @@ def update_metrics(ctx: Context, plan: Plan, listing: Listing) -> None:
         m.instances.labels(pool, "desired").set(decision.desired)
         m.instances.labels(pool, "min").set(decision.min or 0)
         m.instances.labels(pool, "max").set(decision.max or 0)
+    for forecast in plan.forecasts:
+        m.set_forecast(forecast.rule, forecast.pool, finite(forecast.forecast), forecast.mape)
     for status in plan.rules:
         m.set_rule(status.rule, status.pool, finite(status.value), status.held)
         doc = rule_doc(ctx, status)

@@ -25,12 +25,14 @@ one-shot form. Neither reads the clock: ``now`` is an argument.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from senex_scale.core import hpa
+from senex_scale.core.forecast import Forecaster, SessionClock
 from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
 from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
@@ -51,6 +53,7 @@ from senex_scale.policy.models import (
     Notify,
     Policy,
     Pool,
+    PredictiveRule,
     Priority,
     Runbook,
     TargetRule,
@@ -74,6 +77,33 @@ class RuleStatus(NamedTuple):
     held: float
     """Seconds its condition has held (0 when not breaching)."""
     reason: str
+
+
+class ForecastStatus(NamedTuple):
+    """A predictive rule at this tick: the forecast, its error, and whether it acted."""
+
+    rule: str
+    pool: str
+    mode: str
+    """``on`` or ``forecast-only``."""
+    demand: float | None
+    """Demand now, in instances (what is learned)."""
+    forecast: float | None
+    """Forecast demand now (None outside a session's window or without history)."""
+    ahead: float | None
+    """The highest forecast over the coming ``lead``."""
+    floor: int | None
+    """What the rule holds (or, forecast-only, would hold): ceil(ahead x (1 + margin))."""
+    mape: float | None
+    """Recent forecast error (0.1 = 10 %)."""
+    sessions: int
+    """Sessions the forecast is learned from."""
+    acting: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape for the status snapshot and the API."""
+        return self._asdict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +159,8 @@ class Plan:
     decisions: tuple[Decision, ...]
     rules: tuple[RuleStatus, ...]
     memory: Memory
+    forecasts: tuple[ForecastStatus, ...] = ()
+    """Per predictive rule: its forecast and error (acting or forecast-only)."""
 
     def for_pool(self, pool: str) -> Decision:
         """The scale decision of ``pool``."""
@@ -155,6 +187,8 @@ class _Compiled:
     schedules: tuple[tuple[ScheduleWindows, int | None, int | None, str], ...] = field(default=())
     hpa: tuple[TargetRule, ...] = ()
     """``mode = "hpa"`` rules: together one Kubernetes HPA (the first one's behavior)."""
+    predictive: tuple[PredictiveRule, ...] = ()
+    """``type = "predictive"`` rules: a floor ahead of the learned session (never a scale-in)."""
 
 
 def _num(value: float) -> str:
@@ -179,7 +213,17 @@ class Decider:
             rules = policy.rules_for(name)
             exact = tuple(r for r in rules if isinstance(r, TargetRule) and r.mode == "hpa")
             others = tuple(r for r in rules if not (isinstance(r, TargetRule) and r.mode == "hpa"))
-            self.pools[name] = _Compiled(pool, others, scheds, exact)
+            self.pools[name] = _Compiled(pool, others, scheds, exact, policy.predictive_rules(name))
+        # per predictive rule, what it learned (pure state, like the memo; the controller
+        # feeds it the recorded history at start: senex_scale.controller.forecasting)
+        self.forecasters: dict[str, Forecaster] = {
+            r.name: Forecaster(
+                SessionClock(policy.exchange(r)), half_life=r.half_life, keep=r.sessions
+            )
+            for c in self.pools.values()
+            for r in c.predictive
+        }
+        self._forecasts: list[ForecastStatus] = []
         self.actions = policy.action_rules()
         pools = policy.pools.values()
         fors = [
@@ -229,6 +273,7 @@ class Decider:
         statuses: list[RuleStatus] = []
         memory = observation.memory
         new_pools: dict[str, PoolMemory] | None = None
+        self._forecasts = []
         for name, compiled in self.pools.items():
             decision, pool_statuses, recs = self._decide_pool(name, compiled, observation, now)
             decisions.append(decision)
@@ -247,7 +292,7 @@ class Decider:
             key=lambda d: (d.priority.rank, d.kind != "scale", d.pool or "", d.rule or "")
         )
         new_memory = memory if new_pools is None else Memory(new_pools, memory.actions)
-        return Plan(tuple(decisions), tuple(statuses), new_memory)
+        return Plan(tuple(decisions), tuple(statuses), new_memory, tuple(self._forecasts))
 
     def bounds(self, pool: str, now: float) -> tuple[int, int, list[str]]:
         """Effective (min, max) of ``pool`` at ``now`` and the schedules that set them."""
@@ -279,9 +324,15 @@ class Decider:
     ) -> tuple[Decision, list[RuleStatus], Mapping[str, tuple[tuple[float, int], ...]] | None]:
         pool = compiled.pool
         instances = obs.instances.get(name, ())
-        active = [i for i in instances if i.state is not InstanceState.DRAINING]
+        active: list[Instance] = []
+        starting = 0
+        for inst in instances:  # one pass (every pool, every tick)
+            state = inst.state
+            if state is not InstanceState.DRAINING:
+                active.append(inst)
+                if state is InstanceState.STARTING:
+                    starting += 1
         current = len(active)
-        starting = sum(1 for i in active if i.state is InstanceState.STARTING)
         memory = obs.memory.pool(name)
         recs: dict[str, tuple[tuple[float, int], ...]] | None = None
 
@@ -295,14 +346,25 @@ class Decider:
                 recs = dict(memory.recommendations)
                 recs[compiled.hpa[0].name] = outcome.recommendations
             if not compiled.rules:
+                desired, priority = outcome.desired, outcome.priority
+                reasons = list(outcome.reasons)
+                for ahead in compiled.predictive:  # a floor on the HPA's count, within max
+                    floor, status = self._predict(ahead, pool, active, obs, now)
+                    statuses.append(status)
+                    reasons.append(status.reason)
+                    if floor is not None and min(floor, outcome.high) > desired:
+                        raised = min(floor, outcome.high)
+                        reasons.append(f"{ahead.name}: at least {floor}: {desired} -> {raised}")
+                        desired = raised
+                        priority = min(priority, ahead.priority, key=lambda p: p.rank)
                 decision = Decision(
                     kind="scale",
                     pool=name,
                     rule=None,
-                    priority=outcome.priority,
+                    priority=priority,
                     current=outcome.spec,
-                    desired=outcome.desired,
-                    reasons=tuple(outcome.reasons),
+                    desired=desired,
+                    reasons=tuple(reasons),
                     min=outcome.low,
                     max=outcome.high,
                 )
@@ -343,7 +405,7 @@ class Decider:
                         first += 1
                     recs[rule.name] = (*history[first:], rec)
 
-        statuses.extend(v.status for v in votes)
+        statuses.extend([v.status for v in votes])
         if hpa_vote is not None:
             votes.append(hpa_vote)
         desired, priority, reasons = self._combine(
@@ -360,6 +422,16 @@ class Decider:
                     f"fallback {desired} -> {pool.fallback.count}"
                 )
                 desired = pool.fallback.count
+
+        if compiled.predictive:
+            for ahead in compiled.predictive:
+                floor, status = self._predict(ahead, pool, active, obs, now)
+                statuses.append(status)
+                reasons.append(status.reason)
+                if floor is not None and floor > desired:
+                    reasons.append(f"{ahead.name}: at least {floor}: {desired} -> {floor}")
+                    desired = floor
+                    priority = min(priority, ahead.priority, key=lambda p: p.rank)
 
         low, high, notes = self.bounds(name, now)
         reasons.extend(notes)
@@ -546,10 +618,20 @@ class Decider:
         now: float,
     ) -> tuple[int, Priority, list[str]]:
         """Safest result of all rules: out beats no change beats in; then cooldowns and guards."""
-        outs = [v for v in votes if v.vote == "out"]
-        ins = [v for v in votes if v.vote == "in"]
-        nones = [v for v in votes if v.vote == "none"]
-        missing = [v for v in votes if v.vote == "missing"]
+        outs: list[_Vote] = []
+        ins: list[_Vote] = []
+        nones: list[_Vote] = []
+        missing: list[_Vote] = []
+        for v in votes:  # one pass: this runs for every pool every tick
+            kind = v.vote
+            if kind == "none":
+                nones.append(v)
+            elif kind == "out":
+                outs.append(v)
+            elif kind == "in":
+                ins.append(v)
+            elif kind == "missing":
+                missing.append(v)
         reasons: list[str] = []
         if outs:
             best = max(outs, key=lambda v: (v.desired, -v.rule.priority.rank))
@@ -670,8 +752,8 @@ class Decider:
             cond, s = partial[0]
             assert cond is not None and s is not None
             text = (
-                f"{rule.name} {_num(value)} {cond.text.split(' for ')[0]} for "
-                f"{format_duration(s.held)} of {format_duration(cond.for_)}"
+                f"{rule.name} {_num(value)} {_head(cond)} for "
+                f"{_duration(s.held)} of {_duration(cond.for_)}"
             )
         else:
             text = f"{rule.name} {_num(value)}: within {rule.band}"
@@ -772,6 +854,95 @@ class Decider:
             reason,
             RuleStatus(rule.name, rule.pool, value, "none", 0.0, reason),
         ), rec
+
+    def _predict(
+        self,
+        rule: PredictiveRule,
+        pool: Pool,
+        active: Sequence[Instance],
+        obs: Observation,
+        now: float,
+    ) -> tuple[int | None, RuleStatus]:
+        """Learn this tick's demand; the floor the rule holds (None: it contributes nothing).
+
+        Never a scale-in: the floor only raises the pool's desired count. Reactive only (no
+        floor) while too few sessions are learned or the recent error is too high, in
+        forecast-only mode, and outside the sessions' windows.
+        """
+        forecaster = self.forecasters[rule.name]
+        demand: float | None = None
+        error = obs.errors.get(rule.name)
+        if error is None:
+            value, _ = latest(
+                obs.samples.get(rule.name, ()), rule.metric.aggregate, now, self.stale
+            )
+            if value is not None:
+                if rule.target_type == "total":
+                    demand = value / rule.target
+                else:
+                    ready = sum(1 for i in active if i.state is InstanceState.READY)
+                    demand = value * ready / rule.target
+                forecaster.observe(now, demand)
+        lead = rule.lead_for(pool)
+        now_forecast = forecaster.forecast(now)
+        peak = forecaster.peak(now, now + lead)
+        mape = forecaster.mape()
+        learned = forecaster.learned(now)
+        floor = None if peak is None else math.ceil(peak.value * (1 + rule.margin) - 1e-9)
+        head = f"{rule.name}"
+        if rule.mode == "forecast-only":
+            head += " (forecast-only)"
+        err = f"{mape:.0%}" if mape is not None else "not scored yet"
+        acting = False
+        if peak is None or floor is None:
+            why = (
+                f"{learned} of {rule.min_sessions} sessions learned"
+                if learned < rule.min_sessions
+                else "no session within the lead"
+            )
+            text = f"{head}: no forecast ({why}): reactive only"
+        elif learned < rule.min_sessions:
+            text = (
+                f"{head}: {learned} of {rule.min_sessions} sessions learned, forecast "
+                f"{_num(peak.value)}: reactive only"
+            )
+        elif mape is not None and mape > rule.max_error:
+            text = (
+                f"{head}: recent error {err} above max_error {rule.max_error:.0%}, forecast "
+                f"{_num(peak.value)}: reactive only"
+            )
+        else:
+            when = format_duration(max(0.0, peak.at - now)) if peak.at > now else "now"
+            text = (
+                f"{head}: forecast {_num(peak.value)} {'in ' if when != 'now' else ''}{when} "
+                f"(+{rule.margin:.0%}) -> {floor}; error {err}, {learned} sessions"
+            )
+            if rule.mode == "forecast-only":
+                text += ": not acting"
+            else:
+                acting = True
+        vote: Vote = "abstain"
+        if demand is None:
+            vote = "missing"
+        elif acting and floor is not None:
+            vote = "out" if floor > len(active) else "none"
+        self._forecasts.append(
+            ForecastStatus(
+                rule.name,
+                rule.pool,
+                rule.mode,
+                demand,
+                now_forecast,
+                None if peak is None else peak.value,
+                floor,
+                mape,
+                learned,
+                acting,
+                text,
+            )
+        )
+        status = RuleStatus(rule.name, rule.pool, demand, vote, 0.0, text)
+        return (floor if acting else None), status
 
     def _missing(
         self, rule: ThresholdRule | TargetRule, why: str, samples: Sequence[Sample], now: float
@@ -878,11 +1049,24 @@ def _cooldown(label: str, last: float | None, cooldown: float, now: float) -> st
     )
 
 
+_duration = functools.lru_cache(maxsize=4096)(format_duration)
+"""``format_duration`` for the reasons built every tick (few distinct values: held times)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _head(cond: Condition) -> str:
+    """'> 70' of '> 70 for 5m' (conditions are frozen and live as long as their policy)."""
+    return cond.text.split(" for ")[0]
+
+
 def _restart(streak: Streak, now: float, last_change: float | None, window: float) -> Streak:
     """``streak`` counted only from the pool's last scale change."""
     if last_change is None or streak.value is None:
         return streak
-    held = max(0.0, min(streak.held, now - last_change))
+    since = now - last_change
+    if since > 0 and since >= streak.held and (streak.held >= window or not streak.fires):
+        return streak  # it began after the change: nothing to cut (no new tuple each tick)
+    held = max(0.0, min(streak.held, since))
     fires = streak.fires and held >= window and now > last_change
     return Streak(streak.value, held, fires, streak.missing)
 

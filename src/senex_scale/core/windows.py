@@ -91,11 +91,21 @@ def sustained(
     previous call's by one new sample continues the previous streak instead of walking back:
     same result, constant cost. Any other history falls back to the walk.
     """
-    values = pool_values(samples, how, now)
-    first = next(values, None)
-    if first is None:
+    # the newest pool value, read in place (no generator): most calls need only it and the
+    # time of the one before, so the walk below is the rare case
+    i = len(samples) - 1
+    while i >= 0 and samples[i].at > now:
+        i -= 1
+    if i < 0:
         return Streak(None, 0.0, False, "no samples")
-    newest_at, newest = first
+    newest_at = samples[i].at
+    j = i - 1
+    while j >= 0 and samples[j].at == newest_at:
+        j -= 1
+    if j == i - 1:
+        newest = samples[i].value
+    else:
+        newest = _combine([samples[k].value for k in range(i, j, -1)], how)
     if now - newest_at > stale:
         return Streak(
             None,
@@ -113,18 +123,15 @@ def sustained(
         seen_at, seen_start = memo[key]
         if seen_at == newest_at:
             start = seen_start
-        else:
-            second = next(values, None)
-            if second is not None and second[0] == seen_at:
-                # the newest sample is the only one since the last call
-                joined = seen_start is not None and newest_at - seen_at <= max_gap
-                start = seen_start if joined else newest_at
-            else:
-                values = pool_values(samples, how, now)
-                next(values)
+        elif j >= 0 and samples[j].at == seen_at:
+            # the newest sample is the only one since the last call
+            joined = seen_start is not None and newest_at - seen_at <= max_gap
+            start = seen_start if joined else newest_at
     if start is None:
         start = previous = newest_at
         if start > horizon:
+            values = pool_values(samples, how, now)
+            next(values)
             for at, value in values:
                 if previous - at > max_gap or not breached(value):
                     break

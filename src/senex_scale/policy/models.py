@@ -12,7 +12,8 @@ Shape of a policy::
     [hosts.NAME]        machines instances run on: address, transport (local, ssh, nsenter)
     [pools.NAME]        groups of identical instances: runtime, balancer, ports, min/max, timing,
                         and the hosts they may run on (placement: spread)
-    [[rules]]           threshold (hysteresis band), target (HPA) or action (notify/runbook)
+    [[rules]]           threshold (hysteresis band), target (HPA), predictive (the learned
+                        trading day) or action (notify/runbook)
     [[schedules]]       cron or market-relative windows that raise or lower a pool's min/max
 """
 
@@ -647,10 +648,14 @@ class Pool(Model):
 # --------------------------------------------------------------------------- rules
 
 
-Signal = Literal["cpu", "connections", "queue", "busy", "memory", "disk", "db_cpu"]
+Signal = Literal[
+    "cpu", "connections", "queue", "busy", "memory", "disk", "db_cpu", "requests", "tasks"
+]
 """cpu: % of one core per instance; connections: WebSockets per instance; queue: tasks waiting
 (pool total); busy: % of worker slots in use; memory: Redis used/max %; disk: used %;
-db_cpu: PostgreSQL server CPU %."""
+db_cpu: PostgreSQL server CPU %; requests: HTTP requests/s to the pool (total); tasks: tasks
+arriving per minute on the pool's queues (total). The last two measure demand itself, not
+how the instances cope with it, so they do not saturate: what a predictive rule learns from."""
 
 
 class Metric(Model):
@@ -695,6 +700,25 @@ class Condition(Model):
         if self.for_:
             text += f" for {format_duration(self.for_)}"
         return text
+
+
+def _exchange(value: str | None) -> str | None:
+    """An exchange calendar name known to exchange-calendars ("XNYS"), with a did-you-mean."""
+    if value is None:
+        return None
+    import exchange_calendars  # imported here: loading pandas is only worth it for calendars
+
+    names = exchange_calendars.get_calendar_names(include_aliases=True)
+    if value not in names:
+        from senex_scale.plugins import did_you_mean
+
+        hint = (
+            f' (did you mean "{value.upper()}"?)'
+            if value.upper() in names
+            else did_you_mean(value, names)
+        )
+        raise ValueError(f'unknown exchange calendar "{value}"{hint}')
+    return value
 
 
 def _label(value: str) -> str:
@@ -860,6 +884,56 @@ class TargetRule(_RuleBase):
         return self.target_type in ("average", "utilization", "average_value")
 
 
+class PredictiveRule(_RuleBase):
+    """Scale out ahead of the trading day's learned shape (``senex_scale.core.forecast``).
+
+    The rule learns the pool's demand (instances needed: ``value / target`` for a ``total``
+    metric, ``value x ready instances / target`` for an ``average`` one) per minute of the
+    exchange's session from what the controller recorded, and holds the pool at least at
+    ``ceil(forecast x (1 + margin))`` for the coming ``lead``. It never scales in: when the
+    forecast falls, the pool's other rules decide whether to. It contributes nothing (the pool
+    is reactive only, and the decision's reasons say why) while fewer than ``min_sessions``
+    sessions are learned, or while the recent error (MAPE) is above ``max_error``.
+    ``mode = "forecast-only"`` records the forecast and its error without acting.
+    """
+
+    type: Literal["predictive"] = "predictive"
+    pool: str
+    target: StrictFloat = Field(gt=0)
+    """What one instance should carry, in the metric's unit (requests/s, tasks per minute, or
+    a per-instance value such as CPU % for ``average``)."""
+    target_type: Literal["total", "average"] = "total"
+    """``total``: the metric is the pool's demand (a request or task rate; it does not
+    saturate, the best to learn from); ``average``: a per-instance value (it saturates at
+    100 % while the pool is short, so an under-provisioned session is learned too low)."""
+    mode: Literal["on", "forecast-only"] = "forecast-only"
+    """``forecast-only`` (the default, as AWS's): record and show the forecast and its error,
+    act on nothing, until an operator trusts it and switches it ``on``."""
+    lead: Duration | None = Field(default=None, ge=0, le=5400)
+    """How far ahead capacity must be there; default ``startup`` + the pool's ``warmup``
+    (an instance started now counts as capacity that much later). At most 90 minutes."""
+    startup: Duration = Field(default=60.0, ge=0)
+    """Start -> healthy of one of the pool's instances (only the default ``lead`` reads it)."""
+    margin: StrictFloat = Field(default=0.1, ge=0, le=10)
+    """Share added to the forecast before rounding up (0.1: 10 % more)."""
+    min_sessions: StrictInt = Field(default=3, ge=1, le=100)
+    """Sessions learned before the rule acts; fewer: reactive only."""
+    max_error: StrictFloat = Field(default=0.3, gt=0)
+    """Largest recent forecast error (MAPE over the last two sessions, 0.3 = 30 %) at which
+    the rule still acts; above it: reactive only."""
+    half_life: StrictFloat = Field(default=5.0, gt=0, le=100)
+    """Recency weighting: a session this many sessions old counts half as much as the last."""
+    sessions: StrictInt = Field(default=20, ge=1, le=200)
+    """Most sessions learned from (the store keeps ``controller.retention`` of history)."""
+    calendar: Annotated[str | None, AfterValidator(_exchange)] = None
+    """Exchange calendar (``"XNYS"``); default the first calendar of the policy's schedules,
+    else XNYS."""
+
+    def lead_for(self, pool: Pool) -> float:
+        """Seconds ahead: ``lead``, else ``startup`` + the pool's ``warmup``."""
+        return self.lead if self.lead is not None else self.startup + pool.warmup
+
+
 class Notify(Model):
     """Tell a person: a webhook (JSON POST) or Alertmanager; the message says what to do."""
 
@@ -935,16 +1009,17 @@ def _rule_tag(value: Any) -> str:
     return str(getattr(value, "type", "threshold"))
 
 
-RULE_TYPES = ("threshold", "target", "action")
+RULE_TYPES = ("threshold", "target", "action", "predictive")
 
 Rule = Annotated[
     Annotated[ThresholdRule, Tag("threshold")]
     | Annotated[TargetRule, Tag("target")]
-    | Annotated[ActionRule, Tag("action")],
+    | Annotated[ActionRule, Tag("action")]
+    | Annotated[PredictiveRule, Tag("predictive")],
     Discriminator(
         _rule_tag,
         custom_error_type="rule_type",
-        custom_error_message='type must be "threshold", "target" or "action"',
+        custom_error_message='type must be "threshold", "target", "action" or "predictive"',
     ),
 ]
 
@@ -995,21 +1070,7 @@ class Schedule(Model):
     @field_validator("calendar")
     @classmethod
     def _calendar(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        import exchange_calendars  # imported here: loading pandas is only worth it for calendars
-
-        names = exchange_calendars.get_calendar_names(include_aliases=True)
-        if value not in names:
-            from senex_scale.plugins import did_you_mean
-
-            hint = (
-                f' (did you mean "{value.upper()}"?)'
-                if value.upper() in names
-                else did_you_mean(value, names)
-            )
-            raise ValueError(f'unknown exchange calendar "{value}"{hint}')
-        return value
+        return _exchange(value)
 
     @field_validator("start", "end")
     @classmethod
@@ -1066,6 +1127,18 @@ class Policy(Model):
             for r in self.rules
             if r.enabled and isinstance(r, ThresholdRule | TargetRule) and r.pool == pool
         )
+
+    def predictive_rules(self, pool: str) -> tuple[PredictiveRule, ...]:
+        """Enabled predictive rules of ``pool``, in file order."""
+        return tuple(
+            r for r in self.rules if r.enabled and isinstance(r, PredictiveRule) and r.pool == pool
+        )
+
+    def exchange(self, rule: PredictiveRule) -> str:
+        """The calendar of a predictive rule: its own, else the schedules' first, else XNYS."""
+        if rule.calendar is not None:
+            return rule.calendar
+        return next((s.calendar for s in self.schedules if s.calendar is not None), "XNYS")
 
     def action_rules(self) -> tuple[ActionRule, ...]:
         """Enabled rules whose action is not an instance count."""

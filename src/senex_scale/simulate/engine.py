@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from senex_scale.core import Decider, Instance, InstanceState, Memory, Observation, Sample
-from senex_scale.policy.models import ActionRule, Policy, TargetRule
+from senex_scale.policy.models import ActionRule, Policy, TargetRule, ThresholdRule
 from senex_scale.simulate.model import (
     MetricFaults,
     PoolLoad,
@@ -162,7 +162,7 @@ class PolicyController:
             self.rules.append((history, rule.pool, rule.metric.signal, per_instance))
             if isinstance(rule, ActionRule):
                 windows.append(rule.when.for_)
-            elif not isinstance(rule, TargetRule):
+            elif isinstance(rule, ThresholdRule):
                 windows.extend(c.for_ for c in (rule.scale_out, rule.scale_in) if c is not None)
         # samples older than the longest window (plus a gap and a tick) can no longer matter
         self.horizon = (
@@ -377,10 +377,10 @@ def _metrics(
     if load.kind == "web":
         ws = load.ws_l[k]
         if serving <= 0:
-            return {"cpu": 100.0, "connections": ws, "busy": 100.0}
+            return {"cpu": 100.0, "connections": ws, "busy": 100.0, "requests": load.rps_l[k]}
         util = load.work_l[k] / serving + m.base_cpu / 100
         cpu = min(100.0, max(0.0, 100 * util + noise))
-        return {"cpu": cpu, "connections": ws / serving, "busy": cpu}
+        return {"cpu": cpu, "connections": ws / serving, "busy": cpu, "requests": load.rps_l[k]}
     capacity = serving * m.tasks_per_minute
     queue = queues[load.name]
     arrivals = load.arrivals_l
@@ -391,7 +391,7 @@ def _metrics(
     full = capacity <= 0 or queue > 0
     busy = 100.0 if full else min(100.0, 100.0 * rate / capacity)
     busy = min(100.0, max(0.0, busy + noise))
-    return {"cpu": busy, "busy": busy, "queue": queue}
+    return {"cpu": busy, "busy": busy, "queue": queue, "tasks": rate}
 
 
 def _pool_run(load: PoolLoad, serving: Array, running: Array, actions: int, step: float) -> PoolRun:

@@ -15,6 +15,10 @@ zone, DST-correct through zoneinfo):
 ``slow-week`` (default Monday 2026-11-16, seven days, 60-second step)
     Sessions at 0.6× trading-day activity (the demand above the overnight floor), other days
     (the weekend) the holiday shape.
+``ten-sessions`` (default Monday 2026-11-16, fifteen days, 60-second step)
+    Ten XNYS sessions for the predictive rule to learn from and be scored on: each session the
+    trading shape at a seeded 0.85-1.15× activity (drawn per date), the Thanksgiving holiday
+    (a gap in the sessions), the half day after it (13:00 close) and two weekends.
 
 The trading shape, at ``scale=1`` (http_rps / ws_connections / tasks_trading per minute):
 night 15 / 300 / 20; pre-market rising from 04:00; at the open (09:30) a spike that peaks
@@ -57,11 +61,12 @@ from senex_scale.plugins import did_you_mean
 from senex_scale.simulate.model import FaultKind, MetricFaults
 from senex_scale.simulate.trace import Array, Trace
 
-KINDS = ("trading-day", "news-day", "holiday", "slow-week")
+KINDS = ("trading-day", "news-day", "holiday", "slow-week", "ten-sessions")
 
 EXCHANGE = "XNYS"
 EXCHANGE_TZ = "America/New_York"
 SLOW_WEEK_ACTIVITY = 0.6
+SESSION_ACTIVITY = (0.85, 1.15)
 NEWS_FACTOR = 5.0
 NEWS_WINDOW = (10.5, 14.5)  # burst start, New York wall-clock hours
 NEWS_DURATION_MINUTES = (20, 40)
@@ -90,6 +95,12 @@ KIND_DEFAULTS: dict[str, KindDefaults] = {
     ),
     "slow-week": KindDefaults(
         date(2026, 11, 16), 7, 60.0, "Monday to Sunday, sessions at 0.6x, a quiet weekend"
+    ),
+    "ten-sessions": KindDefaults(
+        date(2026, 11, 16),
+        15,
+        60.0,
+        "ten sessions at 0.85-1.15x, a holiday and a half day: the predictive rule's trace",
     ),
 }
 
@@ -456,6 +467,10 @@ def _day(
         else None
     )
     activity = SLOW_WEEK_ACTIVITY if kind == "slow-week" else 1.0
+    if kind == "ten-sessions":
+        activity = float(
+            np.random.default_rng([seed, day.toordinal(), 2]).uniform(*SESSION_ACTIVITY)
+        )
     market = None
     if session is not None and kind != "holiday":
         market = (

@@ -269,9 +269,13 @@ def _parallel(
             )
             for slot in order
         }
-        while not all(f.done() for f in futures.values()):
+        pending = list(futures.values())
+        while pending:
             report()
-            wait(list(futures.values()), timeout=0.2, return_when=FIRST_COMPLETED)
+            # wait on the unfinished ones only: with a finished one in the list, FIRST_COMPLETED
+            # returns at once and this loop would spin, taking a core from the workers
+            wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            pending = [f for f in pending if not f.done()]
         parts = {slot: future.result() for slot, future in futures.items()}
     results: dict[str, RunResult] = {}
     for name in names:

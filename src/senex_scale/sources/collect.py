@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 
 from senex_scale.core.state import Sample
 from senex_scale.errors import PermanentError, SenexError, SourceError
-from senex_scale.policy.models import ActionRule, Host, Policy, Pool, TargetRule, ThresholdRule
+from senex_scale.policy.models import (
+    ActionRule,
+    Host,
+    Policy,
+    Pool,
+    PredictiveRule,
+    TargetRule,
+    ThresholdRule,
+)
 from senex_scale.sources.base import MetricRequest, MetricSource, build_source
 
 if TYPE_CHECKING:  # runtimes are imported when a source needs a pool's running instances
@@ -54,7 +62,7 @@ def requests_for(policy: Policy) -> list[MetricRequest]:
         elif isinstance(rule, ActionRule):
             window = rule.when.for_
         else:
-            assert isinstance(rule, TargetRule)
+            assert isinstance(rule, TargetRule | PredictiveRule)
             window = 0.0
         pool = policy.pools.get(rule.pool) if rule.pool is not None else None
         hosts = tuple(

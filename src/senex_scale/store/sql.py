@@ -14,6 +14,9 @@
     actions     the journal of scale actions: written "running" BEFORE anything is touched,
                 finished with the outcome and every step; a row still "running" at start-up
                 is an action a crash interrupted (reconciliation repairs what it left)
+    shadow_ticks  at, pool, observed, shadow, observed_short, shadow_short, action, reasons:
+                what `run --shadow` would have run next to what ran (controller/shadow.py);
+                added later, made by the same CREATE IF NOT EXISTS on an older store
 
 Text written here passes the same redaction as the logs (``telemetry.logs.redact_value``):
 an error that echoes a connection string keeps no password in the audit log.
@@ -68,6 +71,11 @@ CREATE TABLE IF NOT EXISTS actions (
     before INTEGER NOT NULL, desired INTEGER NOT NULL, fence BIGINT NOT NULL,
     started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
     status TEXT NOT NULL, steps TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shadow_ticks (
+    at DOUBLE PRECISION NOT NULL, pool TEXT NOT NULL, observed INTEGER,
+    shadow INTEGER NOT NULL, observed_short INTEGER NOT NULL, shadow_short INTEGER NOT NULL,
+    action TEXT NOT NULL, reasons TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS shadow_ticks_at ON shadow_ticks (at);
 """
 
 OUTCOMES = (
@@ -80,12 +88,13 @@ OUTCOMES = (
     "interrupted",
     "backoff",
     "standby",
+    "shadow",
 )
 """What became of a decision: no change needed (hold), recorded only (dry-run), carried out
 (done), some instances failed (partial), none did (failed), cut short by a crash and
 reconciled at the next start (interrupted), not tried because the pool is backing off after
-a failure (backoff), in flight (running), or not acted on because another controller leads
-(standby)."""
+a failure (backoff), in flight (running), not acted on because another controller leads
+(standby), or what ``run --shadow`` would have done (shadow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +476,44 @@ class Store:
             out.setdefault(rule, []).append((at, value))
         return out
 
+    def rule_values(self, rule: str, since: float) -> list[tuple[float, float | None]]:
+        """One rule's recorded values (time order) since ``since``: a predictive rule's
+        demand, which its forecaster learns from after a restart."""
+        rows = self._query(
+            "SELECT at, value FROM rule_ticks WHERE rule = ? AND at >= ? ORDER BY at",
+            [rule, since],
+        )
+        return [(at, value) for at, value in rows]
+
+    # ------------------------------------------------------------------ shadow mode
+
+    def record_shadow(
+        self, at: float, rows: Iterable[tuple[str, int | None, int, bool, bool, str, str]]
+    ) -> None:
+        """One ``run --shadow`` tick: per pool (pool, real count or None when it could not be
+        listed, shadow count, real short, shadow short, would-be action "out"/"in"/"",
+        reasons). Never fenced: a shadow holds no lead."""
+        with self._tx() as db:
+            for pool, real, shadow, real_short, shadow_short, action, reasons in rows:
+                shorts = int(real_short), int(shadow_short)
+                self._exec(
+                    db,
+                    "INSERT INTO shadow_ticks (at, pool, observed, shadow, observed_short,"
+                    " shadow_short, action, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [at, pool, real, shadow, *shorts, action, redact_value(reasons)],
+                )
+
+    def shadow_ticks(
+        self, since: float
+    ) -> list[tuple[float, str, int | None, int, bool, bool, str, str]]:
+        """``record_shadow`` rows at or after ``since``, oldest first."""
+        rows = self._query(
+            "SELECT at, pool, observed, shadow, observed_short, shadow_short, action, reasons"
+            " FROM shadow_ticks WHERE at >= ? ORDER BY at",
+            [since],
+        )
+        return [(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in rows]
+
     # ------------------------------------------------------------------ decisions
 
     def record_decision(
@@ -663,6 +710,7 @@ class Store:
                 ("pool_ticks", "at"),
                 ("rule_ticks", "at"),
                 ("decisions", "at"),
+                ("shadow_ticks", "at"),
             ):
                 cur = self._exec(db, f"DELETE FROM {table} WHERE {column} < ?", [before])
                 deleted += max(int(cur.rowcount), 0)

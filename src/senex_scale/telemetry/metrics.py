@@ -15,6 +15,8 @@ Names (the Grafana dashboard and the alert rules that ``senex-scale render`` wri
     senex_scale_leader                                                  gauge (1 when leading)
     senex_scale_tick_duration_seconds                                   histogram
     senex_scale_last_tick_timestamp_seconds                             gauge
+    senex_scale_forecast_instances{pool, rule}                          gauge (NaN: no forecast)
+    senex_scale_forecast_mape{pool, rule}                               gauge (NaN: not scored)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ METRIC_NAMES = (
     "senex_scale_leader",
     "senex_scale_tick_duration_seconds",
     "senex_scale_last_tick_timestamp_seconds",
+    "senex_scale_forecast_instances",
+    "senex_scale_forecast_mape",
 )
 
 ACTION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -101,12 +105,31 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("senex_scale_leader", "1 while this controller leads", registry=r)
+        self.forecast = Gauge(
+            "senex_scale_forecast_instances",
+            "Forecast demand now, in instances, per predictive rule (NaN: no forecast)",
+            ["pool", "rule"],
+            registry=r,
+        )
+        self.forecast_mape = Gauge(
+            "senex_scale_forecast_mape",
+            "Recent forecast error of each predictive rule (0.1 = 10 %; NaN: not scored yet)",
+            ["pool", "rule"],
+            registry=r,
+        )
         self.tick_duration = Histogram(
             "senex_scale_tick_duration_seconds", "Duration of one controller tick", registry=r
         )
         self.last_tick = Gauge(
             "senex_scale_last_tick_timestamp_seconds", "When the last tick ran", registry=r
         )
+
+    def set_forecast(
+        self, rule: str, pool: str, forecast: float | None, mape: float | None
+    ) -> None:
+        """Record a predictive rule's forecast demand now and its recent error (NaN: none)."""
+        self.forecast.labels(pool, rule).set(math.nan if forecast is None else forecast)
+        self.forecast_mape.labels(pool, rule).set(math.nan if mape is None else mape)
 
     def set_rule(self, rule: str, pool: str | None, value: float | None, held: float) -> None:
         """Record one rule's latest value (NaN when missing) and breach time."""

@@ -4,14 +4,18 @@ Measured with the default capacity model (``senex-scale simulate --trace traces/
 the claims pinned here are exactly:
 
 * under-provisioning accuracy: in every pool the policy's ``under_accuracy`` is at most the
-  seed-script's, on all four traces. Summed over the pools it is strictly lower on trading-day
-  (1.10 against 24.13), news-day (3.58 against 27.46) and slow-week (0.79 against 12.33). On the
-  holiday both sums are 0.67 (the seed-script's sum is > 0 there, yet not strictly beaten):
-  the only shortfall of either is the generic Celery pool around 02:00, where demand is 3 and
-  both keep the seed crontab's night count of 2 workers (the policy's ``night`` schedule caps
-  it at 2), so on the holiday only "at most" is claimed;
-* cost: in every pool the policy's ``instance_hours`` is at most the HPA's, and summed over
-  the pools strictly less, on all four traces (closest: holiday, 120.0 against 120.9);
+  seed-script's, on all four traces. Summed over the pools it is strictly lower on all four:
+  trading-day (0.23 against 24.13), news-day (2.72 against 27.46), slow-week (0.10 against
+  12.33) and the holiday (0.01 against 0.67: the generic workers' 02:00 batch needs a third
+  worker, which the seed's 23:00 stop leaves out and the policy, without a night cap since
+  issue 16, starts);
+* cost: summed over the pools, the policy's ``instance_hours`` is at most the HPA's + 0.1 % on
+  all four traces (trading-day 156.4 against 157.5, news-day 164.8 against 165.6, holiday
+  120.9 against 120.9, slow-week 918.5 against 917.9). Before issue 16 it was strictly less in
+  every pool: the night cap saved the third worker of the 02:00 batch, and that saving was
+  what put the policy's SLO minutes above the HPA's on half of the suite's traces
+  (docs/simulator.md, "The suite"). The generic and trading workers now scale in after the
+  HPA's window (about 5 and 4 minutes) and cost up to 0.3 % more than the HPA's in that pool;
 * SLO: summed over the pools, the policy's ``slo_violation_minutes`` is at most the HPA's on
   every trace (closest: news-day, 116.25 against 117.75; holiday: 0 and 0). The HPA is the
   exact `mode = "hpa"` (it was 117.5 before that mode existed).
@@ -32,7 +36,7 @@ from senex_scale.simulate.trace import read_trace
 
 TRACES = Path(__file__).resolve().parents[3] / "traces"
 NAMES = ("slow-week", "trading-day", "news-day", "holiday")  # the longest first
-STRICT_UNDER = {"trading-day": True, "news-day": True, "holiday": False, "slow-week": True}
+STRICT_UNDER = {"trading-day": True, "news-day": True, "holiday": True, "slow-week": True}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,7 @@ def test_under_provisioning_not_worse_than_seed_in_any_pool(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_under_provisioning_summed_beats_seed(sims: dict[str, Simulation], name: str) -> None:
-    """Summed over pools: strictly lower than seed-script's, except equal on the holiday."""
+    """Summed over pools: strictly lower than the seed-script's on every trace."""
     scores = sims[name].scores
     ours = sum(s.under_accuracy for s in scores["policy"].values())
     seed = sum(s.under_accuracy for s in scores["seed-script"].values())
@@ -93,16 +97,14 @@ def test_under_provisioning_summed_beats_seed(sims: dict[str, Simulation], name:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_instance_hours_below_hpa(sims: dict[str, Simulation], name: str) -> None:
-    """Per pool instance_hours <= hpa's, and strictly less summed over the pools."""
+def test_instance_hours_not_above_hpa(sims: dict[str, Simulation], name: str) -> None:
+    """Summed over the pools, instance_hours at most the HPA's + 0.1 % (see the docstring)."""
     scores = sims[name].scores
-    for pool in _pools(sims[name]):
-        ours = scores["policy"][pool].instance_hours
-        hpa = scores["hpa"][pool].instance_hours
-        assert ours <= hpa, f"{name}/{pool}: policy {ours:.3f} h > hpa {hpa:.3f} h"
     ours_total = sum(s.instance_hours for s in scores["policy"].values())
     hpa_total = sum(s.instance_hours for s in scores["hpa"].values())
-    assert ours_total < hpa_total, f"{name}: policy {ours_total:.3f} h >= hpa {hpa_total:.3f} h"
+    assert ours_total <= hpa_total * 1.001, (
+        f"{name}: policy {ours_total:.3f} h > hpa {hpa_total:.3f} h + 0.1 %"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
