@@ -166,7 +166,7 @@ def test_validate_default_file(runs: Mapping[str, subprocess.CompletedProcess[st
     result = runs["validate"]
     assert (result.returncode, result.stderr) == (0, "")
     assert (
-        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 1 schedules, 5 sources)"
+        flat(result.stdout) == f"{DEFAULT_FILE}: valid (3 pools, 15 rules, 1 schedules, 5 sources)"
     )
 
 
@@ -201,6 +201,9 @@ def test_validate_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> 
             "django-cpu-target",
             "celery-busy",
             "celery-trading-busy",
+            "django-forecast",
+            "celery-forecast",
+            "celery-trading-forecast",
         ],
         "schedules": ["open-spike"],
         "sources": ["broker", "disk", "postgres", "prom", "redis"],
@@ -228,7 +231,7 @@ def test_output_is_not_rewrapped(runs: Mapping[str, subprocess.CompletedProcess[
         f"Error: bad.toml: 2 problems\n  {DURATION_PROBLEM}\n  {LONG_PROBLEM}\n"
     )
     summary = runs["validate"].stdout
-    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 12 rules, 1 schedules, 5 sources)\n"
+    assert summary == f"{DEFAULT_FILE}: valid (3 pools, 15 rules, 1 schedules, 5 sources)\n"
 
 
 def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None:
@@ -251,6 +254,8 @@ def test_plan_json(runs: Mapping[str, subprocess.CompletedProcess[str]]) -> None
     django = pools["django"]
     assert django["reasons"] == [
         "django-cpu 85.0 > 70 for 5m: +1 (3 -> 4)",
+        # the predictive rule (forecast-only in the default) says why it does not act
+        "django-forecast (forecast-only): no forecast (0 of 3 sessions learned): reactive only",
         "scale out 3 -> 4",
     ]
     assert (django["priority"], django["direction"], django["act"]) == ("high", "out", True)

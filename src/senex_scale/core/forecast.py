@@ -90,12 +90,14 @@ class SessionClock:
         self.name = name
         self.opens = sessions.opens
         self.closes = sessions.closes
+        self._span: tuple[float, float, Session | None] = (0.0, 0.0, None)
 
     @classmethod
     def from_lists(cls, name: str, opens: list[float], closes: list[float]) -> SessionClock:
         """A clock over given sessions (tests, traces of another market)."""
         clock = cls.__new__(cls)
         clock.name, clock.opens, clock.closes = name, tuple(opens), tuple(closes)
+        clock._span = (0.0, 0.0, None)
         return clock
 
     def session(self, index: int) -> Session:
@@ -104,9 +106,23 @@ class SessionClock:
 
     def around(self, at: float) -> Session | None:
         """The session whose window [open - PRE, close + POST) holds ``at``, if any."""
+        low, high, found = self._span
+        if low <= at < high:  # asked every tick, and for the minutes just ahead
+            return found
         i = bisect_right(self.opens, at + PRE * 60.0) - 1
+        # the answer holds from this window's start (or the last one's end) to the next
+        # window's start (or this one's end)
+        following = self.opens[i + 1] - PRE * 60.0 if i + 1 < len(self.opens) else math.inf
         if i >= 0 and at < self.closes[i] + POST * 60.0:
-            return self.session(i)
+            found = self.session(i)
+            self._span = (
+                self.opens[i] - PRE * 60.0,
+                min(following, found.close + POST * 60.0),
+                found,
+            )
+            return found
+        start = self.closes[i] + POST * 60.0 if i >= 0 else -math.inf
+        self._span = (start, following, None)
         return None
 
     def next_open(self, at: float) -> Session | None:
@@ -202,6 +218,18 @@ class Forecaster:
         default_factory=lambda: deque(maxlen=LEVEL_MINUTES)
     )
     """(session, actual, forecast) of the last finished minutes, for the level."""
+    _scored: int = 0
+    """Minutes scored so far: ``mape`` and ``level`` change only when it does (once a
+    minute), and are read every tick, so both are kept until it moves."""
+    _mape: tuple[int, float | None] = (-1, None)
+    _window: tuple[int, float, int] = (-1, 0.0, 0)
+    """(newest scored session, sum and count of the errors of it and the one before): the
+    ``mape`` window, summed as each error comes instead of over the whole deque."""
+    _level: tuple[int, int, float] = (-1, -1, 1.0)
+    _ahead: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    """Forecasts by (session, minute) while ``_scored`` is ``_ahead_scored`` and no profile
+    was built since: ``peak`` asks for the same few minutes every tick."""
+    _ahead_scored: int = -1
 
     # ------------------------------------------------------------------ learning
 
@@ -252,8 +280,16 @@ class Forecaster:
         if forecast is None:
             return
         self._recent.append((index, actual, forecast))
+        self._scored += 1
         if actual >= ERROR_FLOOR:
-            self._errors.append((index, abs(forecast - actual) / actual))
+            error = abs(forecast - actual) / actual
+            self._errors.append((index, error))
+            newest, total, count = self._window
+            if index == newest:  # summed in the order mape's sum() would take them
+                self._window = (index, total + error, count + 1)
+            else:
+                recent = [e for i, e in self._errors if i > index - ERROR_SESSIONS]
+                self._window = (index, sum(recent), len(recent))
 
     # ------------------------------------------------------------------ forecasting
 
@@ -262,6 +298,7 @@ class Forecaster:
         if index in self._profiles:
             return self._profiles[index]
         built = self._build(index)
+        self._ahead.clear()
         self._profiles[index] = built
         if len(self._profiles) > 8:
             del self._profiles[min(self._profiles)]
@@ -311,15 +348,29 @@ class Forecaster:
         session = self.clock.around(at)
         if session is None:
             return None
+        if self._ahead_scored != self._scored:
+            self._ahead.clear()
+            self._ahead_scored = self._scored
+        key = (session.number, math.floor((at - session.open) / 60.0))
+        if key in self._ahead:
+            return self._ahead[key]
         profile = self.profile(session.number)
-        if profile is None:
-            return None
-        value = profile.at_minute(math.floor((at - session.open) / 60.0))
-        return None if value is None else value * self.level(session.number)
+        value = None if profile is None else profile.at_minute(key[1])
+        out = None if value is None else value * self.level(session.number)
+        self._ahead[key] = out
+        return out
 
     def level(self, number: int) -> float:
         """How session ``number`` runs against its forecast so far (1: as forecast, or too
         few minutes to say)."""
+        seen, of, kept = self._level
+        if seen == self._scored and of == number:
+            return kept
+        value = self._level_now(number)
+        self._level = (self._scored, number, value)
+        return value
+
+    def _level_now(self, number: int) -> float:
         recent = [(a, f) for n, a, f in self._recent if n == number]
         forecast = sum(f for _, f in recent)
         if len(recent) < LEVEL_MIN or forecast <= 0:
@@ -351,11 +402,16 @@ class Forecaster:
 
     def mape(self) -> float | None:
         """Mean absolute percentage error (0.1 = 10 %) over the last two scored sessions."""
-        if not self._errors:
-            return None
-        newest = self._errors[-1][0]
-        recent = [e for i, e in self._errors if i > newest - ERROR_SESSIONS]
-        return sum(recent) / len(recent)
+        seen, kept = self._mape
+        if seen == self._scored:
+            return kept
+        value = self._mape_now()
+        self._mape = (self._scored, value)
+        return value
+
+    def _mape_now(self) -> float | None:
+        _, total, count = self._window
+        return total / count if count else None
 
 
 def _trend(levels: list[tuple[float, float, float]], index: int) -> float:

@@ -6,7 +6,7 @@ drain timeout and warm-up is divided by it (the interval stops at 1 s, the contr
 floor here). The demo's load is small, so the count thresholds (WebSocket connections per
 instance, queue lengths) are divided too (``COUNT_DIVISORS``); percentages (CPU, busy
 workers, memory) stay as they are; PromQL ranges (``rate(x[1m])``) are compressed like the
-windows, to at least 5 s. Everything else is the default policy itself, rule for rule, with three
+windows, to at least 5 s. Everything else is the default policy itself, rule for rule, with the
 changes the demo needs and says so in ``CHANGES``.
 """
 
@@ -26,6 +26,8 @@ from senex_scale.policy.loading import validate_policy
 
 CHANGES = (
     "schedules are dropped: they follow the New York clock, which a compressed day does not",
+    "predictive rules are dropped: they learn the exchange's sessions, which a compressed day"
+    " does not have (docs/predictive.md)",
     "disk-usage watches the demo's directory instead of /var/lib/containers",
 )
 
@@ -90,6 +92,7 @@ def demo_policy_doc(
     doc: dict[str, Any] = tomllib.loads(default_policy_text())
     out = copy.deepcopy(doc)
     out.pop("schedules", None)
+    out["rules"] = [r for r in out["rules"] if r.get("type") != "predictive"]
 
     ctl = out["controller"]
     ctl["interval"] = _scale_duration(ctl.get("interval", "15s"), speed, floor=1.0)

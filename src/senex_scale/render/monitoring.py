@@ -207,7 +207,8 @@ def _panel(
 
 def dashboard(*, title: str, web_pool: str) -> dict[str, Any]:
     """The seed's dashboard: instances over time, CPU and memory per instance, request
-    distribution, queue lengths, and scaling events as annotations."""
+    distribution, queue lengths, and scaling events as annotations; then the predictive
+    rules' forecast beside the instances, and its error (docs/predictive.md)."""
     web = f'job="{web_pool}"'
     panels = [
         _panel(
@@ -275,6 +276,28 @@ def dashboard(*, title: str, web_pool: str) -> dict[str, Any]:
             unit="short",
             x=12,
             y=16,
+        ),
+        _panel(
+            7,
+            "Forecast against instances",
+            [
+                (
+                    "max by (pool, rule) (senex_scale_forecast_instances)",
+                    "{{pool}} forecast ({{rule}})",
+                ),
+                ('max by (pool) (senex_scale_pool_instances{state="current"})', "{{pool}} current"),
+            ],
+            unit="short",
+            x=0,
+            y=24,
+        ),
+        _panel(
+            8,
+            "Forecast error (MAPE, last two sessions)",
+            [("max by (pool, rule) (senex_scale_forecast_mape)", "{{pool}} {{rule}}")],
+            unit="percentunit",
+            x=12,
+            y=24,
         ),
     ]
     return {

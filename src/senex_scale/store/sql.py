@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS rule_ticks (
     at DOUBLE PRECISION NOT NULL, rule TEXT NOT NULL, pool TEXT,
     value DOUBLE PRECISION, vote TEXT NOT NULL, held DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS rule_ticks_at ON rule_ticks (at);
+CREATE INDEX IF NOT EXISTS rule_ticks_rule_at ON rule_ticks (rule, at);
 CREATE TABLE IF NOT EXISTS decisions (
     id {id}, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, pool TEXT, rule TEXT,
     priority TEXT NOT NULL, current INTEGER, desired INTEGER, direction TEXT,

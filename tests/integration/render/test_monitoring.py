@@ -154,6 +154,7 @@ def test_dashboard_queries_use_exported_metric_names(deployment: Any) -> None:
     titles = {panel["title"] for panel in doc["panels"]}
     assert {"Instances per pool", "CPU per instance", "Memory per instance"} <= titles
     assert {"Request distribution", "Queue lengths"} <= titles
+    assert {"Forecast against instances", "Forecast error (MAPE, last two sessions)"} <= titles
     assert doc["annotations"]["list"][0]["name"] == "Scaling events"
 
 

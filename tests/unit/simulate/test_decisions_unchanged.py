@@ -6,7 +6,12 @@ decision. This pins that: a frozen copy of the default policy as it was before t
 traces that exercise thresholds near their lines, a flash crash, dropouts and stuck
 metrics; every tick's plan (each decision with its reasons, each rule's status and the
 memory's scale events) is hashed, and the digests must equal those the code before the
-speed-up produced (``tests/golden/decisions-16.json``). After an intended change of
+speed-up produced (``tests/golden/decisions-16.json``). The predictive rules' forecaster got
+the same treatment (issue 17: ``mape``, ``level``, the session lookup and the minutes ahead
+kept between ticks): ``tests/golden/policy-predictive.toml``, the default of 2026-12-03 with
+its recommended predictive rules on, over a seeded slow week (five sessions: the rules learn
+three and act on two), hashed with every forecast, against the code before those caches.
+After an intended change of
 behaviour, regenerate the file and review why::
 
     SENEX_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/simulate/test_decisions_unchanged.py
@@ -32,7 +37,11 @@ from senex_scale.simulate.model import SimModel
 ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "tests" / "golden" / "policy-before-16.toml"
 GOLDEN = ROOT / "tests" / "golden" / "decisions-16.json"
+PREDICTIVE = ROOT / "tests" / "golden" / "policy-predictive.toml"
 CASES = ("plateau-4", "flash-crash-3", "dropouts-11", "stuck-12")
+RUNS = [(case, name) for case in CASES for name in ("policy", "hpa")] + [
+    ("slow-week-8", "predictive")
+]
 
 
 class _Hashing:
@@ -48,6 +57,7 @@ class _Hashing:
         parts = [repr(now)]
         parts += [json.dumps(d.as_dict(), sort_keys=True) for d in plan.decisions]
         parts += [repr(tuple(s)) for s in plan.rules]
+        parts += [repr(tuple(f)) for f in plan.forecasts]
         parts += [
             repr((name, m.events, sorted(m.recommendations.items())))
             for name, m in sorted(plan.memory.pools.items())
@@ -60,8 +70,8 @@ class _Hashing:
 def _digest(case: str, name: str) -> dict[str, object]:
     family, seed = case.rsplit("-", 1)
     trace, faults = family_trace(family, int(seed))
-    base = load_policy(POLICY)
-    policy = base if name == "policy" else hpa_policy(base)
+    base = load_policy(PREDICTIVE if name == "predictive" else POLICY)
+    policy = hpa_policy(base) if name == "hpa" else base
     grid = trace.resample(policy.controller.interval)
     controller = PolicyController(name, policy)
     hashing = _Hashing(controller.decider)
@@ -77,15 +87,14 @@ def _digest(case: str, name: str) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def digests() -> tuple[dict[str, object], dict[str, object]]:
     """(expected from the golden file, actual from this run); writes the file on request."""
-    actual = {f"{case} {name}": _digest(case, name) for case in CASES for name in ("policy", "hpa")}
+    actual = {f"{case} {name}": _digest(case, name) for case, name in RUNS}
     if os.environ.get("SENEX_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(actual, indent=2) + "\n", encoding="utf-8")
         pytest.skip(f"SENEX_UPDATE_GOLDEN=1: wrote {GOLDEN.relative_to(ROOT)}")
     return json.loads(GOLDEN.read_text(encoding="utf-8")), actual
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", ["policy", "hpa"])
+@pytest.mark.parametrize(("case", "name"), RUNS)
 def test_every_plan_as_before(
     digests: tuple[dict[str, object], dict[str, object]], case: str, name: str
 ) -> None:
