@@ -79,11 +79,14 @@ def predictive_rules(policy: Policy, *, mode: str = "on", **options: Any) -> lis
 def with_predictive(
     policy: Policy, *, mode: str = "on", drop_schedules: bool = True, **options: Any
 ) -> Policy:
-    """``policy`` plus ``predictive_rules``; without the pre-open schedules if asked."""
+    """``policy`` with ``predictive_rules`` instead of its own predictive rules (the default
+    has one per pool, forecast-only, under the same names); without the pre-open schedules
+    if asked."""
     schedules = tuple(
         s for s in policy.schedules if not (drop_schedules and s.name in PRE_OPEN_SCHEDULES)
     )
-    rules = (*policy.rules, *predictive_rules(policy, mode=mode, **options))
+    own = tuple(r for r in policy.rules if not isinstance(r, PredictiveRule))
+    rules = (*own, *predictive_rules(policy, mode=mode, **options))
     return policy.model_copy(update={"rules": rules, "schedules": schedules})
 
 

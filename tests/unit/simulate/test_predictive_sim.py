@@ -149,3 +149,26 @@ def test_variant_policy_adds_one_rule_per_pool() -> None:
     assert all(r.margin == 0.2 for r in predictive_rules(base, margin=0.2))
     kept = {s.name for s in base.schedules} - set(PRE_OPEN_SCHEDULES)
     assert {s.name for s in on.schedules} == kept
+
+
+def test_the_defaults_forecast_only_rules_are_left_out_of_simulated_runs() -> None:
+    """The default's predictive rules are forecast-only: a simulated run leaves them out (they
+    change no count, above); rules that act stay, and replacing the default's own rules with
+    acting ones (``with_predictive``) leaves one rule per name."""
+    from senex_scale.policy import load_default
+    from senex_scale.policy.models import PredictiveRule
+    from senex_scale.simulate.predictive import with_predictive
+    from senex_scale.simulate.runner import acting
+
+    default = load_default()
+    shipped = [r for r in default.rules if isinstance(r, PredictiveRule)]
+    assert {r.mode for r in shipped} == {"forecast-only"}
+    assert len(shipped) == len(default.pools)
+    assert not [r for r in acting(default).rules if isinstance(r, PredictiveRule)]
+    assert len(acting(default).rules) == len(default.rules) - len(shipped)
+    on = with_predictive(default, mode="on")
+    names = [r.name for r in on.rules]
+    assert len(names) == len(set(names)), names
+    kept = [r for r in acting(on).rules if isinstance(r, PredictiveRule)]
+    assert sorted(r.name for r in kept) == sorted(r.name for r in shipped)
+    assert {r.mode for r in kept} == {"on"}
