@@ -219,9 +219,8 @@ class Forecaster:
     )
     """(session, actual, forecast) of the last finished minutes, for the level."""
     _scored: int = 0
-    """Minutes scored so far: ``mape`` and ``level`` change only when it does (once a
-    minute), and are read every tick, so both are kept until it moves."""
-    _mape: tuple[int, float | None] = (-1, None)
+    """Minutes scored so far: ``level`` and the forecasts change only when it does (once a
+    minute), and are read every tick, so they are kept until it moves."""
     _window: tuple[int, float, int] = (-1, 0.0, 0)
     """(newest scored session, sum and count of the errors of it and the one before): the
     ``mape`` window, summed as each error comes instead of over the whole deque."""
@@ -257,6 +256,7 @@ class Forecaster:
             # profiles of later sessions were built without this one
             for later in [k for k in self._profiles if k > session.number]:
                 del self._profiles[later]
+            self._ahead.clear()  # forecasts are kept only while their profiles are
         day.sums[minute + PRE] += demand
         day.counts[minute + PRE] += 1
 
@@ -402,14 +402,6 @@ class Forecaster:
 
     def mape(self) -> float | None:
         """Mean absolute percentage error (0.1 = 10 %) over the last two scored sessions."""
-        seen, kept = self._mape
-        if seen == self._scored:
-            return kept
-        value = self._mape_now()
-        self._mape = (self._scored, value)
-        return value
-
-    def _mape_now(self) -> float | None:
         _, total, count = self._window
         return total / count if count else None
 
