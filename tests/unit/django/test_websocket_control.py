@@ -269,3 +269,46 @@ def test_other_paths_and_lifespan_pass_through() -> None:
         assert seen == ["lifespan:", "http:/senex/websockets"]
 
     run(test)
+
+
+def slow_teardown(release: asyncio.Event) -> Any:
+    """An application that takes its time to end after the disconnect, as a Channels
+    consumer does while its pending channel-layer receive is being cancelled."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        await release.wait()
+
+    return app
+
+
+def test_a_connection_is_uncounted_when_the_server_says_disconnect() -> None:
+    """The server's disconnect ends the connection: it is no longer counted (nor closing)
+    while the application still tidies up, and not uncounted twice when it returns."""
+
+    async def test() -> None:
+        release = asyncio.Event()
+        control = WebSocketControl(slow_teardown(release), config=CONFIG)
+        clients = [Client(control) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert control.websockets == 3
+        clients[0].inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
+        while control.websockets != 2:  # the application takes the disconnect
+            await asyncio.sleep(0.01)
+        assert (await request(control, "POST", {"count": 1, "over": 0}))[1]["closing"] == 1
+        await clients[1].closed.wait()
+        await asyncio.sleep(0.05)
+        assert not clients[0].task.done()
+        assert not clients[1].task.done()
+        assert control.counts() == {"websockets": 1, "requests": 0, "closing": 0}
+        release.set()
+        await asyncio.gather(clients[0].task, clients[1].task)
+        assert control.counts() == {"websockets": 1, "requests": 0, "closing": 0}
+        clients[2].inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
+        await clients[2].task
+        assert control.websockets == 0
+
+    run(test)

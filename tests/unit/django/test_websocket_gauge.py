@@ -98,3 +98,21 @@ def test_http_passes_through_uncounted() -> None:
     asyncio.run(WebSocketGauge(http, gauge)({"type": "http"}, nothing, drop))
     assert called == ["http"]
     assert _value(gauge) == 0.0
+
+
+def test_the_disconnect_uncounts_before_the_application_ends() -> None:
+    """The server's disconnect ends the connection: 0 while the application still tidies up
+    (a Channels consumer cancelling its channel-layer receive), still 0 once it returns."""
+    gauge = _gauge()
+    seen: list[float] = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+        seen.append(_value(gauge))
+        await asyncio.sleep(0.01)
+
+    messages = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1012}]
+    assert asyncio.run(_run(slow, gauge, messages)) == [1.0, 0.0]
+    assert seen == [0.0]

@@ -115,9 +115,11 @@ def metrics_view(request: Any) -> Any:
 class WebSocketGauge:
     """ASGI middleware: ``senex_websocket_connections`` follows accepted, open connections.
 
-    Counted when the application sends ``websocket.accept``, uncounted once the connection's
-    application call returns (the client went away, the server closed it, or it failed), so
-    the gauge cannot drift on an error path.
+    Counted when the application sends ``websocket.accept``, uncounted when the server says
+    ``websocket.disconnect`` (the connection is gone, though the application may take seconds
+    more to return: a Channels consumer cancelling its channel-layer receive) or when the
+    application call returns, whichever comes first, so the gauge cannot drift on an error
+    path and never counts a connection that is gone.
     """
 
     def __init__(self, app: ASGIApp, gauge: Gauge = WEBSOCKETS) -> None:
@@ -128,21 +130,34 @@ class WebSocketGauge:
         if scope.get("type") != "websocket":
             await self.app(scope, receive, send)
             return
-        accepted = False
+        accepted = counted = ended = False
+
+        def uncount() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.gauge.dec()
 
         async def counting_send(message: Message) -> None:
-            nonlocal accepted
-            if message.get("type") == "websocket.accept" and not accepted:
-                accepted = True
+            nonlocal accepted, counted
+            if message.get("type") == "websocket.accept" and not accepted and not ended:
+                accepted = counted = True
                 self.gauge.inc()
                 WEBSOCKETS_TOTAL.inc()
             await send(message)
 
+        async def counting_receive() -> Message:
+            nonlocal ended
+            message = await receive()
+            if message.get("type") == "websocket.disconnect":
+                ended = True
+                uncount()
+            return message
+
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, counting_receive, counting_send)
         finally:
-            if accepted:
-                self.gauge.dec()
+            uncount()
 
 
 class ReplicaCollector(Collector):

@@ -5,7 +5,8 @@ ASGI server; it needs no Django of its own)::
 
     application = WebSocketControl(ProtocolTypeRouter({...}))
 
-It keeps the instance's open WebSockets (accepted and not yet ended, oldest first) and the
+It keeps the instance's open WebSockets (accepted and not yet ended: the server's disconnect
+ends one even while the application still tidies up, oldest first) and the
 HTTP requests in progress, and answers the controller on one internal path (default
 ``/senex/websockets/``, the pool's ``websockets.control``)::
 
@@ -77,6 +78,8 @@ class _Connection:
     closing: bool = False
     closed: bool = False
     """A close went out (ours or the application's): nothing more is sent."""
+    ended: bool = False
+    """The server said disconnect: the connection is gone, whatever the application does."""
 
 
 @dataclass
@@ -113,7 +116,8 @@ class WebSocketControl:
 
     @property
     def websockets(self) -> int:
-        """Open WebSockets (accepted, the application call not yet over)."""
+        """Open WebSockets (accepted; no disconnect from the server yet, and the application
+        call not over)."""
         return len(self._open)
 
     @property
@@ -155,14 +159,24 @@ class WebSocketControl:
             kind = message.get("type")
             if connection.closed:
                 return  # we closed it: the server would refuse anything more
-            if kind == "websocket.accept":
+            if kind == "websocket.accept" and not connection.ended:
                 self._open[key] = connection
             elif kind == "websocket.close":
                 connection.closed = True
             await send(message)
 
+        async def tracked_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "websocket.disconnect":
+                # Gone now, though the application may take a while to return (a Channels
+                # consumer cancelling its channel-layer receive waits out Redis's blocking
+                # pop; Daphne cancels it after 10 s): a drain need not wait for that.
+                connection.ended = True
+                self._open.pop(key, None)
+            return message
+
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, tracked_receive, tracked_send)
         finally:
             self._open.pop(key, None)
 
