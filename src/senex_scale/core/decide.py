@@ -267,15 +267,27 @@ class Decider:
 
     # ------------------------------------------------------------------ public
 
-    def decide(self, observation: Observation, now: float) -> Plan:
-        """Decisions for every pool and action rule at ``now``."""
+    def decide(self, observation: Observation, now: float, *, detail: bool = True) -> Plan:
+        """Decisions for every pool and action rule at ``now``.
+
+        ``detail=False`` (the simulator, which reads only the counts): a pool that provably
+        stays as it is (at its minimum, every instance ready, no rule able to vote out, no
+        data missing) gets its "no change" without reasons or rule statuses, the threshold
+        windows unread. Every count and the memory are those of the full path
+        (``tests/unit/simulate/test_quiet.py``); the live controller keeps the detail.
+        """
         decisions: list[Decision] = []
         statuses: list[RuleStatus] = []
         memory = observation.memory
         new_pools: dict[str, PoolMemory] | None = None
         self._forecasts = []
         for name, compiled in self.pools.items():
-            decision, pool_statuses, recs = self._decide_pool(name, compiled, observation, now)
+            quiet = None if detail else self._quiet_pool(name, compiled, observation, now)
+            if quiet is None:
+                decision, pool_statuses, recs = self._decide_pool(name, compiled, observation, now)
+            else:
+                decision, recs = quiet
+                pool_statuses = []
             decisions.append(decision)
             statuses.extend(pool_statuses)
             if recs is not None:
@@ -396,14 +408,9 @@ class Decider:
                 if rec is not None:
                     if recs is None:
                         recs = dict(memory.recommendations)
-                    history = recs.get(rule.name, ())
-                    first = 0  # time-ordered: only the oldest few fall out of the window
-                    while (
-                        first < len(history)
-                        and now - history[first][0] > pool.scale_in_stabilization
-                    ):
-                        first += 1
-                    recs[rule.name] = (*history[first:], rec)
+                    recs[rule.name] = _remember(
+                        recs.get(rule.name, ()), rec, pool.scale_in_stabilization
+                    )
 
         statuses.extend([v.status for v in votes])
         if hpa_vote is not None:
@@ -782,31 +789,10 @@ class Decider:
         error = obs.errors.get(rule.name)
         if error is not None:
             return self._missing(rule, f"source error: {error}", samples, now), None
-        tol = rule.tolerance
-        if rule.target_type == "average":
-            values = latest_by_instance(samples, now, self.stale)
-            warmup = pool.warmup if rule.uses_warmup else 0.0
-            warm = [i for i in active if i.warm(now, warmup)]
-            ready_values = {i.id: values[i.id] for i in warm if i.id in values}
-            if not ready_values:
-                why = "no fresh sample from a ready instance" if values or samples else "no samples"
-                return self._missing(rule, why, samples, now), None
-            value = sum(ready_values.values()) / len(ready_values)
-            raw, how = average_replicas(
-                current,
-                ready_values,
-                missing=len(warm) - len(ready_values),
-                unready=len(active) - len(warm),
-                target=rule.target,
-                tolerance_out=tol.scale_out,
-                tolerance_in=tol.scale_in,
-            )
-        else:
-            total, why_missing = latest(samples, rule.metric.aggregate, now, self.stale)
-            if total is None:
-                return self._missing(rule, why_missing or "no samples", samples, now), None
-            value = total
-            raw, how = total_replicas(current, total, rule.target, tol.scale_out, tol.scale_in)
+        got = self._target_raw(rule, pool, current, active, samples, now)
+        if isinstance(got, str):
+            return self._missing(rule, got, samples, now), None
+        value, raw, how = got
         head = f"{rule.name} {_num(value)} (target {rule.target:g}): {how}"
         rec = (now, raw)
         if raw > current:
@@ -854,6 +840,100 @@ class Decider:
             reason,
             RuleStatus(rule.name, rule.pool, value, "none", 0.0, reason),
         ), rec
+
+    def _target_raw(
+        self,
+        rule: TargetRule,
+        pool: Pool,
+        current: int,
+        active: Sequence[Instance],
+        samples: Sequence[Sample],
+        now: float,
+    ) -> tuple[float, int, str] | str:
+        """A target rule's (value, count it wants, how), or why its value is missing."""
+        tol = rule.tolerance
+        if rule.target_type == "average":
+            values = latest_by_instance(samples, now, self.stale)
+            warmup = pool.warmup if rule.uses_warmup else 0.0
+            warm = [i for i in active if i.warm(now, warmup)]
+            ready_values = {i.id: values[i.id] for i in warm if i.id in values}
+            if not ready_values:
+                if values or samples:
+                    return "no fresh sample from a ready instance"
+                return "no samples"
+            raw, how = average_replicas(
+                current,
+                ready_values,
+                missing=len(warm) - len(ready_values),
+                unready=len(active) - len(warm),
+                target=rule.target,
+                tolerance_out=tol.scale_out,
+                tolerance_in=tol.scale_in,
+            )
+            return sum(ready_values.values()) / len(ready_values), raw, how
+        total, why_missing = latest(samples, rule.metric.aggregate, now, self.stale)
+        if total is None:
+            return why_missing or "no samples"
+        raw, how = total_replicas(current, total, rule.target, tol.scale_out, tol.scale_in)
+        return total, raw, how
+
+    def _quiet_pool(
+        self, name: str, compiled: _Compiled, obs: Observation, now: float
+    ) -> tuple[Decision, dict[str, tuple[tuple[float, int], ...]] | None] | None:
+        """The pool's "no change" and memory when it provably stays as it is, else None.
+
+        It stays when it is at its effective minimum with every instance ready (so no
+        scale-in can take it lower, and nothing is starting or draining), no rule's data is
+        missing (no fallback), and no rule can vote out: a threshold rule's newest value does
+        not breach its scale-out line (a window fires only on a breaching newest sample), and
+        a target rule wants no more than the current count. The target rules' wishes are
+        remembered as on the full path (a later scale-in reads the stabilization window);
+        the threshold windows' memo is left as it is (a later read walks back instead).
+        Pools with an HPA-mode or an acting predictive rule take the full path.
+        """
+        if compiled.hpa or compiled.predictive:
+            return None
+        instances = obs.instances.get(name, ())
+        for inst in instances:
+            if inst.state is not InstanceState.READY:
+                return None
+        current = len(instances)
+        low, high, _ = self.bounds(name, now)
+        if current != low or current > high:
+            return None
+        pool = compiled.pool
+        recs: dict[str, tuple[tuple[float, int], ...]] | None = None
+        for rule in compiled.rules:
+            if obs.errors.get(rule.name) is not None:
+                return None
+            samples = obs.samples.get(rule.name, ())
+            if isinstance(rule, ThresholdRule):
+                newest = next(pool_values(samples, rule.metric.aggregate, now), None)
+                if newest is None or now - newest[0] > self.stale:
+                    return None
+                if rule.scale_out is not None and rule.scale_out.breached(newest[1]):
+                    return None
+                continue
+            got = self._target_raw(rule, pool, current, instances, samples, now)
+            if isinstance(got, str) or got[1] > current:
+                return None
+            if recs is None:
+                recs = dict(obs.memory.pool(name).recommendations)
+            recs[rule.name] = _remember(
+                recs.get(rule.name, ()), (now, got[1]), pool.scale_in_stabilization
+            )
+        decision = Decision(
+            kind="scale",
+            pool=name,
+            rule=None,
+            priority=pool.priority,
+            current=current,
+            desired=current,
+            reasons=(),
+            min=low,
+            max=high,
+        )
+        return decision, recs
 
     def _predict(
         self,
@@ -1037,6 +1117,17 @@ class _HpaOutcome:
 
 def _first(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+def _remember(
+    history: tuple[tuple[float, int], ...], rec: tuple[float, int], window: float
+) -> tuple[tuple[float, int], ...]:
+    """A target rule's wishes within its stabilization ``window``, with ``rec`` added."""
+    now = rec[0]
+    first = 0  # time-ordered: only the oldest few fall out of the window
+    while first < len(history) and now - history[first][0] > window:
+        first += 1
+    return (*history[first:], rec)
 
 
 def _cooldown(label: str, last: float | None, cooldown: float, now: float) -> str | None:

@@ -143,10 +143,14 @@ class PolicyController:
 
     period: float | None = None
 
-    def __init__(self, name: str, policy: Policy) -> None:
+    def __init__(self, name: str, policy: Policy, *, detail: bool = False) -> None:
         self.name = name
         self.policy = policy
         self.decider = Decider(policy)
+        self.detail = detail
+        """Reasons and rule statuses on every tick (``Decider.decide``'s ``detail``): nothing
+        the simulator reports reads them, so by default a pool that provably stays as it is
+        skips them; the counts are the same either way."""
         self.memory = Memory()
         self.history: dict[str, deque[Sample]] = {}
         self.fired: list[tuple[float, str, str]] = []
@@ -200,7 +204,11 @@ class PolicyController:
             else:
                 history.append(Sample(t, value))
         instances = {name: [i.as_core() for i in view.instances] for name, view in pools.items()}
-        plan = self.decider.decide(Observation(instances, self.history, {}, self.memory), t)
+        observation = Observation(instances, self.history, {}, self.memory)
+        if self.detail:
+            plan = self.decider.decide(observation, t)
+        else:
+            plan = self.decider.decide(observation, t, detail=False)
         memory = plan.memory
         changes: dict[str, int] = {}
         for decision in plan.decisions:

@@ -73,7 +73,7 @@ def _digest(case: str, name: str) -> dict[str, object]:
     base = load_policy(PREDICTIVE if name == "predictive" else POLICY)
     policy = hpa_policy(base) if name == "hpa" else base
     grid = trace.resample(policy.controller.interval)
-    controller = PolicyController(name, policy)
+    controller = PolicyController(name, policy, detail=True)
     hashing = _Hashing(controller.decider)
     controller.decider = hashing  # type: ignore[assignment]
     result = run(controller, grid, policy, SimModel(), faults=faults)
