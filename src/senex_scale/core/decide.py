@@ -284,7 +284,9 @@ class Decider:
         for name, compiled in self.pools.items():
             quiet = None if detail else self._quiet_pool(name, compiled, observation, now)
             if quiet is None:
-                decision, pool_statuses, recs = self._decide_pool(name, compiled, observation, now)
+                decision, pool_statuses, recs = self._decide_pool(
+                    name, compiled, observation, now, detail
+                )
             else:
                 decision, recs = quiet
                 pool_statuses = []
@@ -332,7 +334,7 @@ class Decider:
     # ------------------------------------------------------------------ pools
 
     def _decide_pool(
-        self, name: str, compiled: _Compiled, obs: Observation, now: float
+        self, name: str, compiled: _Compiled, obs: Observation, now: float, detail: bool = True
     ) -> tuple[Decision, list[RuleStatus], Mapping[str, tuple[tuple[float, int], ...]] | None]:
         pool = compiled.pool
         instances = obs.instances.get(name, ())
@@ -352,14 +354,16 @@ class Decider:
         statuses: list[RuleStatus] = []
         hpa_vote: _Vote | None = None
         if compiled.hpa:
-            outcome = self._hpa(name, compiled, obs, now, instances, current, memory)
+            # without the detail, a pool run by the HPA alone skips its texts on every tick
+            lean = not detail and not compiled.rules
+            outcome = self._hpa(name, compiled, obs, now, instances, current, memory, not lean)
             statuses.extend(outcome.statuses)
             if outcome.recommendations is not None:
                 recs = dict(memory.recommendations)
                 recs[compiled.hpa[0].name] = outcome.recommendations
             if not compiled.rules:
                 desired, priority = outcome.desired, outcome.priority
-                reasons = list(outcome.reasons)
+                reasons = [] if lean else list(outcome.reasons)
                 for ahead in compiled.predictive:  # a floor on the HPA's count, within max
                     floor, status = self._predict(ahead, pool, active, obs, now)
                     statuses.append(status)
@@ -487,8 +491,12 @@ class Decider:
         instances: Sequence[Instance],
         live: int,
         memory: PoolMemory,
+        detail: bool = True,
     ) -> _HpaOutcome:
-        """The pool's ``mode = "hpa"`` rules as one Kubernetes HPA (``senex_scale.core.hpa``)."""
+        """The pool's ``mode = "hpa"`` rules as one Kubernetes HPA (``senex_scale.core.hpa``).
+
+        ``detail=False``: no rule statuses, and the reasons of every tick left out (the
+        counts and the recommendations are the same)."""
         rules = compiled.hpa
         lead = rules[0]
         up, down = lead.behavior.scale_up, lead.behavior.scale_down
@@ -507,7 +515,7 @@ class Decider:
             out.reasons.append(f"{spec} instances below min {low}: {spec} -> {low}")
             return out
         proposals = [self._hpa_recommendation(r, obs, now, instances, spec, live) for r in rules]
-        for rule, rec in zip(rules, proposals, strict=True):
+        for rule, rec in zip(rules, proposals, strict=True) if detail else ():
             if rec.replicas is None:
                 text = f"{rule.name}: no data ({rec.reason})"
                 vote: Vote | Literal["fires", "cooldown"] = "missing"
@@ -554,6 +562,8 @@ class Decider:
                         limited = spec
                         break
         out.desired = limited
+        if not detail:
+            return out
         if limited == spec:
             out.reasons.append(f"no change: {spec} instances")
         else:

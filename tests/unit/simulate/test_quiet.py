@@ -2,7 +2,7 @@
 rule statuses (``Decider.decide(detail=False)``), and every count and memory is the full
 path's. Checked tick by tick over a trace of every suite family (schedules that raise and
 lower the minimum, bursts, a flash crash, plateaus near the lines, dropouts, stuck values),
-for the default policy and the frozen policy of issue 16's digests."""
+for the default policy, the frozen policy of issue 16's digests and the exact HPA."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from senex_scale.core import Observation
 from senex_scale.core.decide import Plan
 from senex_scale.policy import load_default
 from senex_scale.policy.loading import load_policy
+from senex_scale.simulate.baselines import hpa_policy
 from senex_scale.simulate.engine import PolicyController, RunResult, run
 from senex_scale.simulate.generate import FAMILIES, family_trace
 from senex_scale.simulate.model import SimModel
@@ -60,13 +61,19 @@ def _run(policy: Any, family: str, detail: bool) -> tuple[RunResult, _Recording]
 
 
 CASES = [("default", f) for f in FAMILIES] + [
-    ("frozen", f) for f in ("plateau", "flash-crash", "dst", "dropouts", "stuck")
+    (which, f) for which in ("frozen", "hpa") for f in ("plateau", "flash-crash", "dst", "stuck")
 ]
 
 
 @pytest.mark.parametrize(("which", "family"), CASES)
 def test_the_quiet_path_changes_no_count_and_no_memory(which: str, family: str) -> None:
-    policy = acting(load_default()) if which == "default" else load_policy(FROZEN)
+    """And the exact HPA (its pools take the lean path on every tick): the same."""
+    if which == "default":
+        policy = acting(load_default())
+    elif which == "frozen":
+        policy = load_policy(FROZEN)
+    else:
+        policy = hpa_policy(load_default())
     full, full_ticks = _run(policy, family, detail=True)
     fast, fast_ticks = _run(policy, family, detail=False)
     assert full_ticks.quiet == 0, "the full path always gives its reasons"
@@ -79,4 +86,7 @@ def test_the_quiet_path_changes_no_count_and_no_memory(which: str, family: str) 
         assert np.array_equal(x.running, y.running), pool
     # the check means something only if the quiet path was taken, and not everywhere
     share = fast_ticks.quiet / (len(fast_ticks.ticks) * len(policy.pools))
+    if which == "hpa":
+        assert share == 1.0, share  # no reasons on any tick: the lean path every time
+        return
     assert 0.2 < share < 1.0, share
