@@ -312,3 +312,23 @@ def test_a_connection_is_uncounted_when_the_server_says_disconnect() -> None:
         assert control.websockets == 0
 
     run(test)
+
+
+def test_a_paced_close_skips_a_connection_that_left_meanwhile() -> None:
+    """Chosen for a close, gone before its turn: nothing is sent to it after its disconnect."""
+
+    async def test() -> None:
+        control = WebSocketControl(streamer, config=CONFIG)
+        clients = []
+        for _ in range(2):
+            clients.append(Client(control))
+            await asyncio.sleep(0.01)
+        assert (await request(control, "POST", {"count": 2, "over": 0.3}))[1]["closing"] == 2
+        clients[1].inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
+        await clients[0].closed.wait()
+        await asyncio.sleep(0.4)  # past the second one's turn
+        assert clients[1].close_message() is None
+        await asyncio.gather(*(c.task for c in clients))
+        assert control.counts() == {"websockets": 0, "requests": 0, "closing": 0}
+
+    run(test)

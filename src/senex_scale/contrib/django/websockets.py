@@ -201,7 +201,7 @@ class WebSocketControl:
             wait = start + index * step - self.clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if connection.closed:
+            if connection.closed or connection.ended:
                 continue  # it ended on its own meanwhile
             connection.closed = True
             try:
