@@ -360,3 +360,35 @@ def reference_app(stack: Stack, name: str, **env_extra: str) -> Iterator[Running
                 proc.kill()
                 proc.wait(10)
         client.close()
+
+
+@contextlib.contextmanager
+def daphne_server(
+    app: str, cwd: Path, log: Path, env: dict[str, str] | None = None, ready: str = "/health/"
+) -> Iterator[str]:
+    """A Daphne serving ``app`` ("module:attribute", importable from ``cwd``) on a free
+    loopback port while the block runs; yields its URL once ``ready`` answers 200."""
+    import httpx
+
+    from senex_scale.lab import free_port
+
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(url + ready, timeout=2).status_code == 200,
+            30,
+            f"daphne on {port} (log: {log})",
+            ignore=(httpx.HTTPError,),
+        )
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

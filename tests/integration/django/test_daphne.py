@@ -23,10 +23,10 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from senex_scale.lab import PgBouncer, free_port
+from senex_scale.lab import PgBouncer
 from senex_scale.testing import wait_until
 
-from .conftest import APP_PASSWORD, DEMO, Stack
+from .conftest import APP_PASSWORD, DEMO, Stack, daphne_server
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,6 @@ def daphne(stack: Stack) -> Iterator[Instance]:
         users={"app": APP_PASSWORD},
         settings={"server_login_retry": "1", "query_wait_timeout": "5"},
     ).start()
-    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(DEMO),
@@ -86,31 +85,15 @@ def daphne(stack: Stack) -> Iterator[Instance]:
         ),
         "SENEX_MAX_LAG_SECONDS": "3600",
     }
-    log = stack.root / f"daphne-{port}.log"
-    daphne_bin = str(Path(sys.executable).parent / "daphne")
-    argv = [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "senextrader.asgi:application"]
+    log = stack.root / "daphne-module.log"
     # Migrations are applied by the session's django_setup; run them here too for a
     # module run on its own (idempotent).
     manage = [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"]
-    subprocess.run(manage, cwd=DEMO, env=env, check=True, timeout=120)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=DEMO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    instance = Instance(port, bouncer, log)
     try:
-        wait_until(
-            lambda: httpx.get(f"{instance.url}/health/", timeout=2).status_code == 200,
-            30,
-            f"daphne on {port} (log: {log})",
-            ignore=(httpx.HTTPError,),
-        )
-        yield instance
+        subprocess.run(manage, cwd=DEMO, env=env, check=True, timeout=120)
+        with daphne_server("senextrader.asgi:application", DEMO, log, env) as url:
+            yield Instance(int(url.rsplit(":", 1)[1]), bouncer, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
         bouncer.stop()
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from senex_scale.lab import free_port
 from senex_scale.testing import wait_until
+
+from .conftest import daphne_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +30,9 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def daphne(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    daphne_bin = str(Path(sys.executable).parent / "daphne")
-    argv = [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "slow_teardown_asgi:application"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=HERE, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: httpx.get(f"{url}/metrics", timeout=2).status_code == 200,
-            30,
-            f"daphne on {port} (log: {log})",
-            ignore=(httpx.HTTPError,),
-        )
+    with daphne_server("slow_teardown_asgi:application", HERE, log, ready="/metrics") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def counts(url: str) -> dict[str, int]:
