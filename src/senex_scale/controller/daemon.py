@@ -136,12 +136,13 @@ def run(options: DaemonOptions) -> int:
         web.start()
         log.info("status page", url=f"http://{host}:{port}/")
 
+    # The handlers only set flags and wake the loop, which logs: a handler runs between two
+    # bytecodes of the main thread, so taking a lock the main thread may hold (a threading
+    # Event's, a log stream's) could wait forever.
     def on_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping after the tick in flight", signal=signal.Signals(signum).name)
-        loop.stop()
+        loop.stop(signal.Signals(signum).name)
 
     def on_reload(_signum: int, _frame: FrameType | None) -> None:
-        log.info("reloading the policy", path=str(options.policy))
         loop.request_reload()
 
     if threading.current_thread() is threading.main_thread():

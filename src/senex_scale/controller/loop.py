@@ -28,9 +28,10 @@ old one if the new one is invalid.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -133,8 +134,9 @@ class ControllerLoop:
         self.leading = False
         self.paused = False
         self.reload_error: str | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._stop = False
+        self._stop_signal: str | None = None
+        self._wake = Waker()
         self._reload = False
         self._last_prune = 0.0
         self._source_errors: dict[str, str] = {}
@@ -176,7 +178,8 @@ class ControllerLoop:
         self.ctx.pools = pools  # jobs in flight keep the handles they started with
 
     def request_reload(self) -> None:
-        """Load the policy file again before the next tick (SIGHUP)."""
+        """Load the policy file again before the next tick (SIGHUP). Safe in a signal handler:
+        it sets a flag and wakes the loop, and takes no lock (``Waker``)."""
         self._reload = True
         self._wake.set()
 
@@ -186,6 +189,7 @@ class ControllerLoop:
         self._reload = False
         if self.policy_path is None:
             return
+        self.log.info("reloading the policy", path=str(self.policy_path))
         try:
             policy = load_policy(self.policy_path)
         except PolicyError as exc:
@@ -198,14 +202,16 @@ class ControllerLoop:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def stop(self) -> None:
-        """End the loop; the actions in flight finish first (SIGTERM)."""
-        self._stop.set()
+    def stop(self, signal_name: str | None = None) -> None:
+        """End the loop; the actions in flight finish first (SIGTERM: ``signal_name``, logged
+        by the loop). Safe in a signal handler, like ``request_reload``."""
+        self._stop_signal = signal_name
+        self._stop = True
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop
 
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until no action is in flight (tests, ``--once``, shutdown)."""
@@ -221,7 +227,7 @@ class ControllerLoop:
         if self.shadow is None:  # a shadow uses no probe result: it repairs nothing
             self.prober.start()
         try:
-            while not self._stop.is_set():
+            while not self._stop:
                 started = time.monotonic()
                 self._maybe_reload()
                 try:
@@ -234,9 +240,11 @@ class ControllerLoop:
                     break
                 wait = self.policy.controller.interval - (time.monotonic() - started)
                 self._wake.clear()
-                if wait > 0:
+                if wait > 0 and not self._stop and not self._reload:
                     self._wake.wait(wait)
         finally:
+            if self._stop_signal is not None:
+                self.log.info("stopping after the tick in flight", signal=self._stop_signal)
             self.prober.stop()
             if self.in_flight():
                 self.log.info("waiting for the actions in flight", jobs=self.in_flight())
@@ -368,3 +376,41 @@ def build_pool_default(
 ) -> tuple[Runtime, Balancer | None]:
     """The runtime and balancer of a pool from its settings."""
     return build_pool(name, spec, hosts)
+
+
+class Waker:
+    """Wakes the loop's wait between ticks early, from another thread or a signal handler.
+
+    A self-pipe, not a ``threading.Event``: a signal handler runs in the main thread between
+    two bytecodes of whatever it was doing, and if that was ``Event.clear()`` or the start or
+    end of ``Event.wait()`` the Event's lock (not reentrant) is held, so the handler's
+    ``set()`` waits for it forever. The daemon froze so on a SIGHUP in a chaos test.
+    ``os.write`` on a non-blocking pipe takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: the loop is woken already
+            os.write(self._write, b"\0")
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Until ``set()`` or ``timeout`` seconds; whether it was set."""
+        readable, _, _ = select.select([self._read], [], [], timeout)
+        return bool(readable)
+
+    def __del__(self) -> None:
+        for fd in (getattr(self, "_read", None), getattr(self, "_write", None)):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
