@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -36,6 +36,7 @@ from senex_scale.core.forecast import Forecaster, SessionClock
 from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
 from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
+from senex_scale.core.steady import ANY, LIMIT, Band, Steady, first_true, last_true
 from senex_scale.core.targets import average_replicas, total_replicas
 from senex_scale.core.windows import (
     Memo,
@@ -249,6 +250,8 @@ class Decider:
         longest ``for`` window (threshold windows restart at the last scale change)."""
         # streak memo: lets a repeated caller (the loop, the simulator) skip the backward walk
         self._memo: Memo = {}
+        # steady bands per (pool, instances, at its minimum): see ``steady``
+        self._bands: dict[tuple[str, int, bool], dict[str, Band] | None] = {}
         # per hpa-mode rule, what does not change between ticks
         self._hpa_conf: dict[str, _HpaConf] = {
             r.name: _HpaConf(
@@ -330,6 +333,219 @@ class Decider:
             notes.append(f"min {low} above max {high}: max raised to {low}")
             high = low
         return low, high, notes
+
+    # ------------------------------------------------------------------ steady stretches
+
+    def steady(self, pools: Mapping[str, Sequence[Instance]], now: float) -> Steady | None:
+        """Bands of values within which each of ``pools`` (name -> its instances) stays as
+        it is at ``now`` and after, and no action rule fires (``senex_scale.core.steady``);
+        None when a pool could change whatever its values.
+
+        A pool is steady when every instance is ready and warm (and past the HPA's CPU
+        initialization period), nothing starts or drains, it is within its effective bounds,
+        it has no predictive rule, and its rules are either our own or the exact HPA's alone.
+        At its minimum, each rule's band is where ``_quiet_pool`` holds (no threshold breaches
+        its scale-out line, no target wants more). Above it, no rule may vote at all: no
+        threshold breaches either line, every target (and the HPA) wants the current count,
+        so no window can fire and the stabilization cannot matter. A tick whose values are
+        all inside the bands gets "no change" from ``decide``, as long as it is before
+        ``until``.
+        """
+        bands: dict[str, Band] = {}
+        until = math.inf
+        window = 0.0
+        for name, instances in pools.items():
+            got = self._steady_pool(name, instances, now)
+            if got is None:
+                return None
+            pool_bands, pool_until, pool_window = got
+            bands.update(pool_bands)
+            until = min(until, pool_until)
+            window = max(window, pool_window)
+        for rule in self.actions:
+            bands[rule.name] = _quiet_band(rule.when)
+        return Steady(bands, until, window + self.policy.controller.interval)
+
+    def remember_steady(
+        self,
+        memory: Memory,
+        pools: Mapping[str, Sequence[Instance]],
+        ticks: Sequence[tuple[float, Mapping[str, float]]],
+    ) -> Memory:
+        """``memory`` after the steady ``ticks`` (time, value per rule, in order): what
+        deciding them one by one leaves. Only the target rules' recent wishes change, so the
+        ticks older than ``Steady.memory`` before the last one may be left out."""
+        new_pools = dict(memory.pools)
+        for name, instances in pools.items():
+            compiled = self.pools[name]
+            old = memory.pool(name)
+            recs = dict(old.recommendations)
+            current = len(instances)
+            # above the minimum, a steady tick's every recommendation is the current count
+            # (its band); at it, only "at most", so each is computed
+            known = bool(ticks) and current != self.bounds(name, ticks[0][0])[0]
+            if compiled.hpa:
+                lead = compiled.hpa[0]
+                up_window, down_window = self._hpa_conf[lead.name].windows
+                history = recs.get(lead.name, ())
+                for now, values in ticks:
+                    if known:
+                        history = _hpa_history(history, now, current, up_window, down_window)
+                        continue
+                    proposals = [
+                        self._hpa_recommendation(
+                            rule,
+                            self._synthetic(name, instances, rule, values[rule.name], now),
+                            now,
+                            instances,
+                            current,
+                            current,
+                        )
+                        for rule in compiled.hpa
+                    ]
+                    combined, error = hpa.combine(current, proposals)
+                    if combined is None:
+                        raise ValueError(f"pool {name} is not steady: {error}")
+                    history = _hpa_history(history, now, combined, up_window, down_window)
+                recs[lead.name] = history
+            else:
+                targets = [r for r in compiled.rules if isinstance(r, TargetRule)]
+                if not targets:
+                    continue  # the quiet path leaves such a pool's memory untouched
+                window = compiled.pool.scale_in_stabilization
+                for now, values in ticks:
+                    for rule in targets:
+                        if known:
+                            recs[rule.name] = _remember(
+                                recs.get(rule.name, ()), (now, current), window
+                            )
+                            continue
+                        samples = self._synthetic(
+                            name, instances, rule, values[rule.name], now
+                        ).samples[rule.name]
+                        got = self._target_raw(
+                            rule, compiled.pool, current, instances, samples, now
+                        )
+                        if isinstance(got, str):
+                            raise ValueError(f"pool {name} is not steady: {got}")
+                        recs[rule.name] = _remember(recs.get(rule.name, ()), (now, got[1]), window)
+            new_pools[name] = PoolMemory(old.events, recs)
+        return Memory(new_pools, memory.actions)
+
+    def _steady_pool(
+        self, name: str, instances: Sequence[Instance], now: float
+    ) -> tuple[dict[str, Band], float, float] | None:
+        """One pool's bands, until when they hold, and its recommendation window; or None."""
+        compiled = self.pools[name]
+        pool = compiled.pool
+        current = len(instances)
+        if compiled.predictive or current == 0 or (compiled.hpa and compiled.rules):
+            return None
+        for inst in instances:
+            if not inst.warm(now, pool.warmup):  # also: ready (not starting, not draining)
+                return None
+            for rule in compiled.hpa:
+                started = inst.started_at
+                if started is not None and started + rule.readiness.cpu_initialization_period > now:
+                    return None  # the HPA's CPU filter still depends on the time
+        low, high, _ = self.bounds(name, now)
+        until = min((w.until(now) for w, _, _, _ in compiled.schedules), default=math.inf)
+        if compiled.hpa:
+            if not low <= current <= high:
+                return None
+            up_window, down_window = self._hpa_conf[compiled.hpa[0].name].windows
+            window = max(up_window, down_window)
+        else:
+            if not low <= current <= high:
+                return None
+            window = pool.scale_in_stabilization
+        key = (name, current, current == low)
+        bands = self._bands.get(key)
+        if bands is None:
+            bands = self._steady_bands(name, compiled, instances, current, current == low, now)
+            self._bands[key] = bands
+        if bands is None:
+            return None
+        return bands, until, window
+
+    def _steady_bands(
+        self,
+        name: str,
+        compiled: _Compiled,
+        instances: Sequence[Instance],
+        current: int,
+        at_min: bool,
+        now: float,
+    ) -> dict[str, Band] | None:
+        """The bands of a steady pool with ``current`` instances (the same at any time once
+        every instance is ready, warm and initialized; cached by the caller)."""
+        bands: dict[str, Band] = {}
+        if compiled.hpa:
+            for exact in compiled.hpa:
+
+                def wants(v: float, rule: TargetRule = exact) -> int | None:
+                    obs = self._synthetic(name, instances, rule, v, now)
+                    return self._hpa_recommendation(
+                        rule, obs, now, instances, current, current
+                    ).replicas
+
+                def at_most(v: float, f: Callable[[float], int | None] = wants) -> bool:
+                    r = f(v)
+                    return r is not None and r <= current
+
+                def at_least(v: float, f: Callable[[float], int | None] = wants) -> bool:
+                    r = f(v)
+                    return r is not None and r >= current
+
+                high = last_true(at_most)
+                low = -LIMIT if at_min else first_true(at_least)
+                if high is None or low is None or low > high:
+                    return None
+                bands[exact.name] = (low, high)
+            return bands
+        for rule in compiled.rules:
+            if isinstance(rule, ThresholdRule):
+                # at the minimum a scale-in vote changes nothing (``_quiet_pool``); above it,
+                # no rule may vote in either (then no vote can move the count)
+                out_band = _quiet_band(rule.scale_out)
+                in_band = ANY if at_min else _quiet_band(rule.scale_in)
+                band = (max(out_band[0], in_band[0]), min(out_band[1], in_band[1]))
+                if band[0] > band[1]:
+                    return None
+                bands[rule.name] = band
+                continue
+
+            def raw(v: float, target: TargetRule = rule) -> int | None:
+                samples = self._synthetic(name, instances, target, v, now).samples[target.name]
+                got = self._target_raw(target, compiled.pool, current, instances, samples, now)
+                return None if isinstance(got, str) else got[1]
+
+            def at_most(v: float, f: Callable[[float], int | None] = raw) -> bool:
+                r = f(v)
+                return r is not None and r <= current
+
+            def at_least(v: float, f: Callable[[float], int | None] = raw) -> bool:
+                r = f(v)
+                return r is not None and r >= current
+
+            high = last_true(at_most)
+            low = -LIMIT if at_min else first_true(at_least)
+            if high is None or low is None or low > high:
+                return None
+            bands[rule.name] = (low, high)
+        return bands
+
+    @staticmethod
+    def _synthetic(
+        name: str, instances: Sequence[Instance], rule: TargetRule, value: float, now: float
+    ) -> Observation:
+        """One tick's observation of ``rule`` with ``value`` (every instance's, if per
+        instance), as the simulator feeds it."""
+        if rule.per_instance:
+            samples = [Sample(now, value, inst.id) for inst in instances]
+        else:
+            samples = [Sample(now, value)]
+        return Observation({name: instances}, {rule.name: samples})
 
     # ------------------------------------------------------------------ pools
 
@@ -535,11 +751,7 @@ class Decider:
         up_window, down_window = self._hpa_conf[lead.name].windows
         history = memory.recommendations.get(lead.name, ())
         desired = hpa.stabilize(history, now, spec, combined, up_window, down_window)
-        horizon = now - max(up_window, down_window)
-        first = 0  # time-ordered: only the oldest few fall out of the windows
-        while first < len(history) and history[first][0] <= horizon:
-            first += 1
-        out.recommendations = (*history[first:], (now, combined))
+        out.recommendations = _hpa_history(history, now, combined, up_window, down_window)
         if desired != combined:
             which, window = ("up", up_window) if desired < combined else ("down", down_window)
             out.reasons.append(
@@ -1138,6 +1350,31 @@ def _remember(
     while first < len(history) and now - history[first][0] > window:
         first += 1
     return (*history[first:], rec)
+
+
+def _hpa_history(
+    history: tuple[tuple[float, int], ...],
+    now: float,
+    combined: int,
+    up_window: float,
+    down_window: float,
+) -> tuple[tuple[float, int], ...]:
+    """The HPA's recommendations within its longest window, with ``combined`` added."""
+    horizon = now - max(up_window, down_window)
+    first = 0  # time-ordered: only the oldest few fall out of the windows
+    while first < len(history) and history[first][0] <= horizon:
+        first += 1
+    return (*history[first:], (now, combined))
+
+
+def _quiet_band(cond: Condition | None) -> Band:
+    """The values that do not breach ``cond`` (all of them without one)."""
+    if cond is None:
+        return ANY
+    if cond.above is not None:
+        return (-math.inf, cond.above)
+    assert cond.below is not None
+    return (cond.below, math.inf)
 
 
 def _cooldown(label: str, last: float | None, cooldown: float, now: float) -> str | None:

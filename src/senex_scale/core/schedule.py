@@ -352,6 +352,11 @@ class ScheduleWindows:
         self._known, self._low, self._high, self._result = True, low, high, result
         return result
 
+    def until(self, now: float) -> float:
+        """When the answer of :meth:`active` first may differ from its answer at ``now``."""
+        self.active(now)
+        return self._high
+
     def _compute(self, now: float) -> tuple[Window | None, float, float]:
         """The window containing ``now`` and the span ``[low, high)`` over which it holds."""
         valid_low, valid_high = self._valid

@@ -21,6 +21,7 @@ ticks, as the daemon does.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from senex_scale.core import Decider, Instance, InstanceState, Memory, Observation, Sample
+from senex_scale.core.steady import Steady
 from senex_scale.policy.models import ActionRule, Policy, TargetRule, ThresholdRule
 from senex_scale.simulate.model import (
     MetricFaults,
@@ -38,6 +40,7 @@ from senex_scale.simulate.model import (
     SimModel,
     faulty,
     pool_loads,
+    shared_block,
     shared_signals,
 )
 from senex_scale.simulate.score import Score, score
@@ -143,7 +146,9 @@ class PolicyController:
 
     period: float | None = None
 
-    def __init__(self, name: str, policy: Policy, *, detail: bool = False) -> None:
+    def __init__(
+        self, name: str, policy: Policy, *, detail: bool = False, skip: bool | None = None
+    ) -> None:
         self.name = name
         self.policy = policy
         self.decider = Decider(policy)
@@ -151,10 +156,14 @@ class PolicyController:
         """Reasons and rule statuses on every tick (``Decider.decide``'s ``detail``): nothing
         the simulator reports reads them, so by default a pool that provably stays as it is
         skips them; the counts are the same either way."""
+        self.skip = not detail if skip is None else skip
+        """Whether the engine may pass over steady stretches without a tick each
+        (``fast_forward``; default: when the detail is off). The counts, events and memory
+        are those of deciding every tick (``tests/unit/simulate/test_steady.py``)."""
         self.memory = Memory()
         self.history: dict[str, deque[Sample]] = {}
         self.fired: list[tuple[float, str, str]] = []
-        self.rules: list[tuple[deque[Sample], str | None, str | None, bool]] = []
+        self.rules: list[tuple[deque[Sample], str | None, str | None, bool, str]] = []
         controller = policy.controller
         windows = [0.0]
         for rule in policy.rules:
@@ -163,7 +172,7 @@ class PolicyController:
             per_instance = isinstance(rule, TargetRule) and rule.per_instance
             history: deque[Sample] = deque()
             self.history[rule.name] = history
-            self.rules.append((history, rule.pool, rule.metric.signal, per_instance))
+            self.rules.append((history, rule.pool, rule.metric.signal, per_instance, rule.name))
             if isinstance(rule, ActionRule):
                 windows.append(rule.when.for_)
             elif isinstance(rule, ThresholdRule):
@@ -187,7 +196,7 @@ class PolicyController:
     ) -> dict[str, int]:
         """Feed this tick's metrics as samples, decide, and remember like the daemon does."""
         cutoff = t - self.horizon
-        for history, pool_name, signal, per_instance in self.rules:
+        for history, pool_name, signal, per_instance, _ in self.rules:
             while history and history[0].at < cutoff:
                 history.popleft()
             if signal is None:
@@ -224,6 +233,70 @@ class PolicyController:
                 self.fired.append((t, decision.rule, decision.reasons[0]))
         self.memory = memory
         return changes
+
+    def steady(self, t: float, pools: dict[str, PoolView]) -> Steady | None:
+        """Where the pools stay as they are from ``t`` on (``Decider.steady``), or None."""
+        if not self.skip:
+            return None
+        instances = {name: [i.as_core() for i in view.instances] for name, view in pools.items()}
+        return self.decider.steady(instances, t)
+
+    def fast_forward(
+        self,
+        times: list[float],
+        steady: Steady,
+        pools: dict[str, PoolView],
+        metrics: dict[str, dict[str, Array]],
+        shared: dict[str, Array],
+    ) -> int:
+        """Pass over the leading ticks of ``times`` whose values stay inside ``steady``'s
+        bands: feed their samples and remember as ``step`` would, decide nothing (every one
+        of them would be "no change"). ``metrics``: per pool, each signal's values on those
+        ticks; ``shared``: the stack-wide signals'. Returns how many ticks it passed."""
+        inside: npt.NDArray[np.bool_] = np.ones(len(times), dtype=bool)
+        values: dict[str, Array] = {}
+        for _, pool_name, signal, _, name in self.rules:
+            band = steady.bands.get(name)
+            if band is None or signal is None:
+                return 0  # a rule the bands do not cover, or one that sees missing data
+            view = pools.get(pool_name) if pool_name is not None else None
+            source = metrics.get(view.name) if view is not None else shared
+            array = source.get(signal) if source is not None else None
+            if array is None:
+                return 0
+            inside &= (array >= band[0]) & (array <= band[1])
+            values[name] = array
+        passed = len(times) if inside.all() else int(np.argmin(inside))
+        if passed == 0:
+            return 0
+        last = times[passed - 1]
+        cutoff = last - self.horizon
+        # the samples step would still hold after the last tick passed, and the ticks the
+        # memory needs: only those are turned into Python values
+        first = bisect.bisect_left(times, cutoff, 0, passed)
+        recent = bisect.bisect_left(times, last - steady.memory, 0, passed)
+        base = min(first, recent)
+        columns: dict[str, list[float]] = {}
+        for history, pool_name, _, per_instance, name in self.rules:
+            while history and history[0].at < cutoff:
+                history.popleft()
+            column = values[name][base:passed].tolist()
+            columns[name] = column
+            view = pools.get(pool_name) if pool_name is not None else None
+            if per_instance and view is not None:
+                ids = [str(i.n) for i in view.instances if i.state is InstanceState.READY]
+                for j in range(first, passed):
+                    t, value = times[j], column[j - base]
+                    history.extend(Sample(t, value, inst) for inst in ids)
+            else:
+                history.extend(Sample(times[j], column[j - base]) for j in range(first, passed))
+        ticks = [
+            (times[j], {name: column[j - base] for name, column in columns.items()})
+            for j in range(recent, passed)
+        ]
+        instances = {name: [i.as_core() for i in view.instances] for name, view in pools.items()}
+        self.memory = self.decider.remember_steady(self.memory, instances, ticks)
+        return passed
 
 
 @dataclass
@@ -296,10 +369,12 @@ def _loop(
     n = len(times)
     rng = np.random.default_rng(model.seed)
     noise = {}
+    noise_arrays = {}
     for p in every_load:  # drawn for every pool, in order, so a subset sees the same noise
         drawn = rng.standard_normal(n)
         if only is None or p.name in only:
-            noise[p.name] = (drawn * p.model.cpu_noise).tolist()
+            noise_arrays[p.name] = drawn * p.model.cpu_noise
+            noise[p.name] = noise_arrays[p.name].tolist()
     loads = [p for p in every_load if only is None or p.name in only]
     instances: dict[str, list[SimInstance]] = {}
     timelines: dict[str, _Timeline] = {}
@@ -319,10 +394,19 @@ def _loop(
         # act at wall-clock multiples of the period (cron's */5), like the real script
         offset = next((k for k in range(min(n, every)) if times[k] % controller.period < step), 0)
     report_every = max(1, n // 200)
+    reported = -report_every
     factor, dropped, stuck = faults.masks(times) if faults is not None else ([], [], [])
     reads_shared = getattr(controller, "reads_shared", True)
     frozen: dict[str, dict[str, float]] = {}
-    for k in range(offset, n, every):
+    skipper = controller if isinstance(controller, PolicyController) and controller.skip else None
+    # ticks whose metrics misbehave: a stretch never crosses one (they are decided one by one)
+    misbehave = (
+        [j for j in range(n) if factor[j] != 1.0 or dropped[j] or stuck[j]] if faults else []
+    )
+    stretch, retry, backoff = SKIP_FIRST, 0, 1
+    k = offset - every
+    while k + every < n:
+        k += every
         t = times[k]
         views: dict[str, PoolView] = {}
         for load in loads:
@@ -349,6 +433,7 @@ def _loop(
             views[name] = PoolView(name, alive, metrics)
         shared = shared_signals(every_load, k) if reads_shared else _NO_SIGNALS
         changes = controller.step(k, t, views, shared)
+        changed = False
         for name, desired in changes.items():
             if desired == views[name].running:
                 continue  # nothing to do is not an action
@@ -356,8 +441,37 @@ def _loop(
             events.append((t, name, f"{views[name].running} -> {desired}"))
             _apply(instances[name], desired, t, k, grid, load, immediate_stop, timelines[name])
             actions[name] += 1
-        if progress is not None and (k % report_every < every or k >= n - every):
+            changed = True
+        if skipper is not None and not changed and k >= retry and k + 1 < n:
+            limit = (
+                misbehave[bisect.bisect_right(misbehave, k)]
+                if misbehave and misbehave[-1] > k
+                else n
+            )
+            passed = _skip(
+                skipper,
+                k,
+                times,
+                loads,
+                every_load,
+                views,
+                noise_arrays,
+                queues,
+                min(stretch, limit - k - 1),
+                step,
+                frozen if faults is not None else None,
+            )
+            if passed:
+                last_k.update(dict.fromkeys(queues, k + passed))
+                stretch = min(SKIP_LAST, stretch * 2) if passed == stretch else SKIP_FIRST
+                backoff = 1
+                k += passed
+            else:
+                stretch = SKIP_FIRST
+                retry, backoff = k + backoff, min(SKIP_BACKOFF, backoff * 2)
+        if progress is not None and (k - reported >= report_every or k >= n - every):
             progress(min(n, k + 1))
+            reported = k
     runs = {}
     for load in loads:
         serving_a, running_a = timelines[load.name].arrays()
@@ -369,6 +483,107 @@ def _loop(
 
 
 _NO_SIGNALS: dict[str, float] = {}
+
+SKIP_FIRST = 32
+"""Ticks a first look ahead covers; it doubles while whole looks stay steady..."""
+SKIP_LAST = 4096
+"""...up to this many (a day at 15 s is 5760 ticks)."""
+SKIP_BACKOFF = 16
+"""After a look that passed nothing, the next waits 1, 2, 4 ... up to this many ticks."""
+
+
+def _skip(
+    controller: PolicyController,
+    k: int,
+    times: list[float],
+    loads: list[PoolLoad],
+    every_load: list[PoolLoad],
+    views: dict[str, PoolView],
+    noise: dict[str, Array],
+    queues: dict[str, float],
+    stretch: int,
+    step: float,
+    frozen: dict[str, dict[str, float]] | None = None,
+) -> int:
+    """Pass over the steady ticks after ``k`` (at most ``stretch``): how many it passed.
+
+    Only when every instance is ready: then nothing starts, becomes ready or goes during
+    the stretch, and each pool's metrics on its ticks are ``_metrics``'s, computed for the
+    whole block at once (``_metric_block``). The worker queues move to the last tick passed,
+    and so do the ``frozen`` metrics a stuck source repeats (when the run has faults).
+    """
+    if stretch <= 0:
+        return 0
+    for view in views.values():
+        for inst in view.instances:
+            if inst.state is not InstanceState.READY:
+                return 0
+    steady = controller.steady(times[k + 1], views)
+    if steady is None:
+        return 0
+    end = min(len(times), k + 1 + stretch, bisect.bisect_left(times, steady.until))
+    if end <= k + 1:
+        return 0
+    blocks: dict[str, dict[str, Array]] = {}
+    depths: dict[str, list[float]] = {}
+    for load in loads:
+        serving = len(views[load.name].instances)
+        if serving == 0:
+            return 0
+        block, depth = _metric_block(
+            load, k + 1, end, serving, noise[load.name], queues[load.name], step
+        )
+        blocks[load.name] = block
+        depths[load.name] = depth
+    shared = shared_block(every_load, k + 1, end) if controller.reads_shared else {}
+    passed = controller.fast_forward(times[k + 1 : end], steady, views, blocks, shared)
+    if passed:
+        for name, depth in depths.items():
+            if depth:
+                queues[name] = depth[passed - 1]
+        if frozen is not None:
+            for name, block in blocks.items():
+                frozen[name] = {signal: float(v[passed - 1]) for signal, v in block.items()}
+    return passed
+
+
+def _metric_block(
+    load: PoolLoad,
+    start: int,
+    end: int,
+    serving: int,
+    noise: Array,
+    queue: float,
+    step: float,
+) -> tuple[dict[str, Array], list[float]]:
+    """``_metrics`` for ticks ``start`` to ``end - 1`` with ``serving`` (> 0) instances, all
+    at once: the same float operations in the same order, so the same values to the bit.
+    Also the worker queue after each tick (empty for a web pool)."""
+    m = load.model
+    if load.kind == "web":
+        util = load.work[start:end] / serving + m.base_cpu / 100
+        cpu = np.minimum(100.0, np.maximum(0.0, 100 * util + noise[start:end]))
+        metrics = {
+            "cpu": cpu,
+            "connections": load.ws[start:end] / serving,
+            "busy": cpu,
+            "requests": load.rps[start:end],
+        }
+        return metrics, []
+    capacity = serving * m.tasks_per_minute
+    arrivals = load.arrivals_l
+    depth: list[float] = []
+    for j in range(start, end):  # Lindley's recursion, tick by tick as _metrics runs it
+        queue = max(0.0, queue + (arrivals[j] - capacity) * step / 60.0)
+        depth.append(queue)
+    queued = np.array(depth)
+    rate = load.arrivals[start:end]
+    if capacity <= 0:
+        busy = np.full(end - start, 100.0)
+    else:
+        busy = np.where(queued > 0, 100.0, np.minimum(100.0, 100.0 * rate / capacity))
+    busy = np.minimum(100.0, np.maximum(0.0, busy + noise[start:end]))
+    return {"cpu": busy, "busy": busy, "queue": queued, "tasks": rate}, depth
 
 
 def _metrics(

@@ -54,7 +54,7 @@ class _Recording:
 def _run(policy: Any, family: str, detail: bool) -> tuple[RunResult, _Recording]:
     trace, faults = family_trace(family, 3)
     grid = trace.resample(policy.controller.interval)
-    controller = PolicyController("policy", policy, detail=detail)
+    controller = PolicyController("policy", policy, detail=detail, skip=False)
     recording = _Recording(controller.decider)
     controller.decider = recording  # type: ignore[assignment]
     return run(controller, grid, policy, SimModel(), faults=faults), recording
