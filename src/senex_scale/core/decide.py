@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -36,7 +36,7 @@ from senex_scale.core.forecast import Forecaster, SessionClock
 from senex_scale.core.limits import scale_in_limit, scale_out_limit, stabilized
 from senex_scale.core.schedule import ScheduleWindows
 from senex_scale.core.state import Instance, InstanceState, Memory, Observation, PoolMemory, Sample
-from senex_scale.core.steady import ANY, LIMIT, Band, Steady, first_true, last_true
+from senex_scale.core.steady import ANY, Band, Steady, count_band
 from senex_scale.core.targets import average_replicas, total_replicas
 from senex_scale.core.windows import (
     Memo,
@@ -489,19 +489,10 @@ class Decider:
                         rule, obs, now, instances, current, current
                     ).replicas
 
-                def at_most(v: float, f: Callable[[float], int | None] = wants) -> bool:
-                    r = f(v)
-                    return r is not None and r <= current
-
-                def at_least(v: float, f: Callable[[float], int | None] = wants) -> bool:
-                    r = f(v)
-                    return r is not None and r >= current
-
-                high = last_true(at_most)
-                low = -LIMIT if at_min else first_true(at_least)
-                if high is None or low is None or low > high:
+                band = count_band(wants, current, at_min)
+                if band is None:
                     return None
-                bands[exact.name] = (low, high)
+                bands[exact.name] = band
             return bands
         for rule in compiled.rules:
             if isinstance(rule, ThresholdRule):
@@ -520,19 +511,10 @@ class Decider:
                 got = self._target_raw(target, compiled.pool, current, instances, samples, now)
                 return None if isinstance(got, str) else got[1]
 
-            def at_most(v: float, f: Callable[[float], int | None] = raw) -> bool:
-                r = f(v)
-                return r is not None and r <= current
-
-            def at_least(v: float, f: Callable[[float], int | None] = raw) -> bool:
-                r = f(v)
-                return r is not None and r >= current
-
-            high = last_true(at_most)
-            low = -LIMIT if at_min else first_true(at_least)
-            if high is None or low is None or low > high:
+            wanted = count_band(raw, current, at_min)
+            if wanted is None:
                 return None
-            bands[rule.name] = (low, high)
+            bands[rule.name] = wanted
         return bands
 
     @staticmethod

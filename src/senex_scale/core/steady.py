@@ -81,6 +81,25 @@ Band = tuple[float, float]
 ANY: Band = (-math.inf, math.inf)
 
 
+def count_band(count: Callable[[float], int | None], current: int, at_most: bool) -> Band | None:
+    """The values for which ``count`` (a rule's recommendation, monotone in its value; None:
+    no recommendation) is ``current``, or with ``at_most``, no more than it; None if none."""
+
+    def not_above(v: float) -> bool:
+        wanted = count(v)
+        return wanted is not None and wanted <= current
+
+    def not_below(v: float) -> bool:
+        wanted = count(v)
+        return wanted is not None and wanted >= current
+
+    high = last_true(not_above)
+    low = -LIMIT if at_most else first_true(not_below)
+    if high is None or low is None or low > high:
+        return None
+    return (low, high)
+
+
 @dataclass(frozen=True, slots=True)
 class Steady:
     """Where every pool of a tick stays as it is, and every action rule stays quiet.
