@@ -60,6 +60,16 @@ def _run(policy: Any, family: str, detail: bool) -> tuple[RunResult, _Recording]
     return run(controller, grid, policy, SimModel(), faults=faults), recording
 
 
+def assert_same_runs(expected: RunResult, got: RunResult) -> None:
+    """The same events, and per pool the same actions, supply and running counts."""
+    assert got.events == expected.events
+    for pool, x in expected.pools.items():
+        y = got.pools[pool]
+        assert x.actions == y.actions, pool
+        assert np.array_equal(x.supply, y.supply), pool
+        assert np.array_equal(x.running, y.running), pool
+
+
 CASES = [("default", f) for f in FAMILIES] + [
     (which, f) for which in ("frozen", "hpa") for f in ("plateau", "flash-crash", "dst", "stuck")
 ]
@@ -78,12 +88,7 @@ def test_the_quiet_path_changes_no_count_and_no_memory(which: str, family: str) 
     fast, fast_ticks = _run(policy, family, detail=False)
     assert full_ticks.quiet == 0, "the full path always gives its reasons"
     assert fast_ticks.ticks == full_ticks.ticks
-    assert fast.events == full.events
-    for pool, x in full.pools.items():
-        y = fast.pools[pool]
-        assert x.actions == y.actions, pool
-        assert np.array_equal(x.supply, y.supply), pool
-        assert np.array_equal(x.running, y.running), pool
+    assert_same_runs(full, fast)
     # the check means something only if the quiet path was taken, and not everywhere
     share = fast_ticks.quiet / (len(fast_ticks.ticks) * len(policy.pools))
     if which == "hpa":

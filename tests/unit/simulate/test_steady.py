@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 
 from senex_scale.core import Observation
@@ -24,6 +23,7 @@ from senex_scale.simulate.model import SimModel
 from senex_scale.simulate.runner import _only, acting
 
 from .test_decisions_unchanged import POLICY as FROZEN
+from .test_quiet import assert_same_runs
 
 
 class _Recording:
@@ -97,12 +97,7 @@ def test_passing_over_steady_ticks_changes_nothing(
     policy = _policy(which)
     every, every_ticks, every_controller = _run(policy, family, skip=False, pool=pool)
     fast, fast_ticks, fast_controller = _run(policy, family, skip=True, pool=pool)
-    assert fast.events == every.events
-    for name, x in every.pools.items():
-        y = fast.pools[name]
-        assert x.actions == y.actions, name
-        assert np.array_equal(x.supply, y.supply), name
-        assert np.array_equal(x.running, y.running), name
+    assert_same_runs(every, fast)
     # every tick the fast run decided, it decided as the tick-by-tick run did, from the same
     # memory; and it ends with the same memory and the same samples
     for now, tick in fast_ticks.ticks.items():
