@@ -49,13 +49,18 @@ def _port_free(port: int) -> bool:
         return True
 
 
+# The lab's own generator: drawing from the global one would change the state of a process
+# that seeded it (a test's, Hypothesis's).
+_PORTS = random.Random()
+
+
 def free_port_range(count: int) -> int:
     """A BASE with BASE+1 .. BASE+count all free on loopback right now (for ``port = BASE + n``).
 
     Ports come from 20000-32000, below Linux's ephemeral range, so a client's outgoing
     connection cannot take one while its server is stopped and started again."""
     for _ in range(500):
-        base = random.randrange(20000, 32000 - count)
+        base = _PORTS.randrange(20000, 32000 - count)
         if all(_port_free(base + n) for n in range(1, count + 1)):
             return base
     raise LabError(f"no {count} consecutive free loopback ports found")

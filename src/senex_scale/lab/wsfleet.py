@@ -334,6 +334,9 @@ class LongClients:
         self.url = url
         self.count = count
         self.jitter = jitter
+        # Its own generator: the global one belongs to the process (a thread that draws
+        # from it changes the state other code, such as Hypothesis, relies on).
+        self._random = random.Random()
         self.logs = [ClientLog(i) for i in range(count)]
         self.started = 0.0
         self.ended = 0.0
@@ -424,7 +427,7 @@ class LongClients:
                 raise
             except Exception as exc:  # refused, 502/503 through the front, timeouts: retried
                 log.failed_opens.append((time.time(), f"{type(exc).__name__}: {exc}"[:200]))
-                await asyncio.sleep(random.uniform(0, self.jitter) + 0.05)
+                await asyncio.sleep(self._random.uniform(0, self.jitter) + 0.05)
                 continue
             link = Link(log.client, time.time())
             log.links.append(link)
@@ -471,7 +474,7 @@ class LongClients:
                 with contextlib.suppress(Exception):
                     await ws.close()
             closed_at = link.closed
-            await asyncio.sleep(random.uniform(0, self.jitter))
+            await asyncio.sleep(self._random.uniform(0, self.jitter))
 
 
 # --------------------------------------------------------------------------- the controller's log

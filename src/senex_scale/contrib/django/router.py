@@ -679,11 +679,13 @@ class ReplicaRouter:
         config: RouterConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        choose: Callable[[list[str]], str] = random.choice,
+        choose: Callable[[list[str]], str] | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
-        self._choose = choose
+        # Its own generator, not the process's global one (requests draw from it in
+        # many threads; the global state belongs to whoever seeded it).
+        self._choose = choose or random.Random().choice
         self._monitor: ReplicaMonitor | None = None
 
     @property
