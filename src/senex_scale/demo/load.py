@@ -273,7 +273,8 @@ class LoadGenerator:
                     await self._hold(ws, sock, stop)
             except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
                 if sock.closed is None:
-                    sock.closed, sock.by, sock.detail = time.time(), "error", type(exc).__name__
+                    sock.closed, sock.by = time.time(), "error"
+                    sock.detail = f"{type(exc).__name__}: {exc}"[:160]
                 await asyncio.sleep(0.5)
 
     async def _hold(self, ws: ClientConnection, sock: Socket, stop: asyncio.Event) -> None:

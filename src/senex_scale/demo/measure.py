@@ -135,6 +135,7 @@ def measure(
         "websockets_closed_by_drain": drained,
         "websockets_rebalanced": rebalanced,
         "websocket_connect_errors": broken,
+        "websocket_error_examples": [_socket_error(s, phases) for s in early[:5]],
         "tasks_queued": len(queued),
         "tasks_lost": len(lost),
         "tasks_duplicated": len(duplicated),
@@ -149,6 +150,20 @@ def measure(
         "scale_events": scale_events,
         "instance_minutes": dict(pool_minutes or {}),
     }
+
+
+def _socket_error(sock: dict[str, Any], phases: list[Any]) -> str:
+    """What ended a socket early: when (phase, seconds into it), after how long, how."""
+    phase, start = "?", 0.0
+    for name, at in phases:
+        if at <= sock["opened"]:
+            phase, start = name, at
+    held = (sock["closed"] or sock["opened"]) - sock["opened"]
+    where = "before its first message" if sock.get("port") is None else "after connecting"
+    return (
+        f"{phase} +{sock['opened'] - start:.1f} s: {sock['by']} after {held:.1f} s"
+        f" ({where}): {sock.get('detail') or '-'}"
+    )
 
 
 def _ms(seconds: float | None) -> float | None:

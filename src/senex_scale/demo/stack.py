@@ -45,6 +45,9 @@ from senex_scale.lab.haproxy import http_proxy
 
 APP_NAME = "senextrader"
 MAX_DJANGO = 5
+HANDSHAKE_TIMEOUT = 30
+"""Seconds Daphne gives the app to accept a WebSocket (its default: 5), as long as the load
+generator's clients wait for the first message (open 10 s + first message 10 s) and more."""
 MAX_TRADING = 4
 MAX_CELERY = 3
 MONITOR_ENV = "SENEX_DEMO_MONITOR_PASSWORD"
@@ -263,9 +266,12 @@ class DemoStack:
         env = ",".join(f'{k}="{v}"' for k, v in self.app_env().items())
         venv = Path(sys.executable).parent
         common: dict[str, Any] = {"root": self.root, "app": self.app, "env": env}
+        # --websocket_connect_timeout: Daphne's 5 s default refuses a handshake the app has not
+        # accepted within 5 s; in a rush on a slow 2-core host that cut clients (HAProxy 502
+        # after 5.0 s), and a refused client only comes back, adding to the rush
         daphne = (
             f"SENEX_INSTANCE=$N exec {venv}/daphne -b 127.0.0.1 -p $(({self.django_base} + $N))"
-            " senextrader.asgi:application"
+            f" --websocket_connect_timeout {HANDSHAKE_TIMEOUT} senextrader.asgi:application"
         )
         trading = WORKER.format(base=self.trading_base, venv=venv, queues="trading", name="trading")
         general = WORKER.format(

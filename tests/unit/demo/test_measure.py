@@ -66,3 +66,26 @@ def test_the_instance_number_wins_over_the_port() -> None:
     result = measure(record, decisions, {}, django_base=BASE)
     assert result["websockets_closed_by_drain"] == 1
     assert result["websockets_closed_early"] == 0
+
+
+def test_an_early_close_is_explained() -> None:
+    """Each early close says its phase, when in it, how long it was held, and how it ended."""
+    refused = {
+        **sock(BASE + 1, 17.2, by="error", detail="InvalidStatus: HTTP 502"),
+        "opened": 12.1,
+        "port": None,
+    }
+    cut = {**sock(BASE + 2, 40.0, detail="code 1006"), "opened": 30.0}
+    record = {
+        "started": 0.0,
+        "ended": 60.0,
+        "requests": [],
+        "queued": [],
+        "sockets": [refused, cut],
+        "phases": [["quiet", 0.0], ["rush", 10.0]],
+    }
+    result = measure(record, [], {}, django_base=BASE)
+    assert result["websocket_error_examples"] == [
+        "rush +2.1 s: error after 5.1 s (before its first message): InvalidStatus: HTTP 502",
+        "rush +20.0 s: server after 10.0 s (after connecting): code 1006",
+    ]
