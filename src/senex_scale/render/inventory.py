@@ -551,6 +551,11 @@ class PoolSpec(Model):
     limits: Limits = Limits()
     stop_timeout: Time = "120s"
     """Time a stopping instance gets to finish requests or tasks (the drain bound)."""
+    websocket_connect_timeout: Time = "30s"
+    """web only, the default command: how long Daphne holds a WebSocket handshake for the app
+    to accept it (``--websocket_connect_timeout``). Daphne's own default, 5 s, refuses the
+    handshakes of a connect rush on a busy instance (the client sees HTTP 502 and comes back,
+    adding to the rush)."""
 
     @model_validator(mode="after")
     def _shape(self) -> PoolSpec:
@@ -565,8 +570,15 @@ class PoolSpec(Model):
                 raise ValueError(f"port {self.port} + n exceeds 65535 at n = max ({self.max})")
             if self.queues or self.concurrency or self.max_tasks_per_child:
                 raise ValueError("queues, concurrency and max_tasks_per_child are for workers")
+            if self.command and "websocket_connect_timeout" in self.model_fields_set:
+                raise ValueError(
+                    "websocket_connect_timeout sets the default Daphne command's option; with"
+                    " command = [...], pass --websocket_connect_timeout in the command"
+                )
         elif not self.queues:
             raise ValueError("a worker pool needs queues = [...]")
+        elif "websocket_connect_timeout" in self.model_fields_set:
+            raise ValueError("websocket_connect_timeout is for web pools (Daphne)")
         return self
 
     @property

@@ -41,7 +41,7 @@ import yaml
 
 from senex_scale.errors import InputError, SenexError
 from senex_scale.render import alertmanager, monitoring, scram
-from senex_scale.render.inventory import Host, Inventory, PoolSpec, resolve_secrets
+from senex_scale.render.inventory import Host, Inventory, PoolSpec, resolve_secrets, seconds
 
 MANIFEST = "MANIFEST.json"
 SECRET_MODE = 0o600
@@ -220,6 +220,7 @@ def _web_command(inv: Inventory, pool: PoolSpec) -> str:
         return " ".join(pool.command)
     return (
         f"daphne -b 0.0.0.0 -p {pool.container_port} --access-log - "
+        f"--websocket_connect_timeout {seconds(pool.websocket_connect_timeout)} "
         f"{inv.deployment.project}.asgi:application"
     )
 

@@ -139,6 +139,30 @@ def test_worker_pool_needs_queues(example: dict[str, Any]) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("pool", "fields", "problem"),
+    [
+        (
+            "celery-worker-general",
+            {"websocket_connect_timeout": "30s"},
+            "websocket_connect_timeout is for web pools (Daphne)",
+        ),
+        (
+            "django",
+            {"websocket_connect_timeout": "20s", "command": ["daphne", "app.asgi:application"]},
+            "websocket_connect_timeout sets the default Daphne command's option; with"
+            " command = [...], pass --websocket_connect_timeout in the command",
+        ),
+    ],
+)
+def test_websocket_connect_timeout_only_where_it_applies(
+    example: dict[str, Any], pool: str, fields: dict[str, Any], problem: str
+) -> None:
+    """Daphne's handshake limit is refused where it could not take effect, naming the pool."""
+    example["pools"][pool].update(fields)
+    assert problems_of(example) == [f"pools.{pool}: {problem}"]
+
+
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     """A missing file and a TOML syntax error are InventoryErrors naming the file."""
     with pytest.raises(InventoryError, match="file not found"):

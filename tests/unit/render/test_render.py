@@ -130,6 +130,28 @@ def test_seed_mistakes_are_not_rendered(
     assert not [line for line in ini.splitlines() if "md5" in line and line[0] not in ";#"]
 
 
+@pytest.mark.parametrize(("setting", "expected"), [(None, "30"), ("2m", "120")])
+def test_daphne_holds_a_handshake_for_the_app(
+    example: dict[str, Any],
+    environ: dict[str, str],
+    tmp_path: Path,
+    setting: str | None,
+    expected: str,
+) -> None:
+    """The web unit's Daphne waits websocket_connect_timeout (default 30 s, not Daphne's 5 s)
+    for the app to accept a WebSocket: a connect rush is not refused with 502s."""
+    if setting is not None:
+        example["pools"]["django"]["websocket_connect_timeout"] = setting
+    out = tmp_path / "out"
+    render(validate_inventory(example), out, environ=environ)
+    unit = (out / "web01/quadlet/django@.container").read_text()
+    (exec_line,) = [line for line in sections(unit)["Container"] if line.startswith("Exec=")]
+    words = exec_line.removeprefix("Exec=").split()
+    assert words[0] == "daphne"
+    assert words[words.index("--websocket_connect_timeout") + 1] == expected
+    assert words[-1].endswith(".asgi:application")
+
+
 def _exec_start_pre(unit: str) -> str:
     line = next(x for x in unit.splitlines() if x.startswith("ExecStartPre="))
     command = line.removeprefix("ExecStartPre=/bin/sh -c ")
