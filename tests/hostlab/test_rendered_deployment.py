@@ -31,6 +31,7 @@ from senex_scale.controller.sequence import ScaleSequence, Step
 from senex_scale.demo.load import LoadGenerator, Phase
 from senex_scale.demo.measure import percentile
 from senex_scale.demo.podman import play
+from senex_scale.errors import SourceError
 from senex_scale.lab.deployment import (
     INVENTORY,
     STATE,
@@ -44,7 +45,10 @@ from senex_scale.lab.deployment import (
 )
 from senex_scale.lab.haproxy import haproxy_binary
 from senex_scale.policy import load_policy
+from senex_scale.policy.models import Metric, Pool
 from senex_scale.runtimes.base import build_runtime, probe_health
+from senex_scale.sources.base import MetricRequest
+from senex_scale.sources.process import ProcessSource
 from senex_scale.testing import wait_until
 
 from .conftest import say
@@ -158,6 +162,49 @@ def test_health_gate_and_ports_from_ten(deployment: Deployment) -> None:
         finally:
             deployment.user_systemctl("stop", f"django@{n}.service")
     assert pools_running(deployment, "django") == [1, 2]
+
+
+def test_process_source_reads_the_pools_podman_stats(deployment: Deployment) -> None:
+    """The process source's ``mode = "podman"`` on the lab's rootless Podman, as the service
+    user (``podman_command`` through nsenter and runuser): a CPU and a memory reading for each
+    running ``senex-django-{n}`` container, none for a number that is not running."""
+    lab, user = deployment.lab, deployment.user
+    uid = lab.uid(user)
+    podman = [
+        "nsenter", "-t", lab.pid_file.read_text().strip(), "-a", "--",
+        "runuser", "-u", user, "--", "env", "-C", f"/home/{user}", f"HOME=/home/{user}",
+        f"XDG_RUNTIME_DIR=/run/user/{uid}", "podman",
+    ]  # fmt: skip
+    source = ProcessSource(
+        "proc",
+        {"mode": "podman", "container": "senex-django-{n}", "podman_command": podman,
+         "timeout": "60s"},
+    )  # fmt: skip
+    pool = Pool.model_validate({"min": 0, "max": 3})  # django@3 is not running
+    assert pools_running(deployment, "django") == [1, 2]
+
+    def read(query: str) -> dict[str | None, float]:
+        request = MetricRequest("r", Metric(source="proc", query=query), "django", pool)
+        return {s.instance: s.value for s in source.query(request, time.time())}
+
+    version = lab.check_user(user, "podman", "info", "--format", "{{.Host.CgroupsVersion}}")
+    if version.strip() == "v1":
+        # A cgroup v1 host (this project's CI machine): rootless containers have no cgroups
+        # of their own, and Podman says so; the source says it will not pass by itself.
+        with pytest.raises(SourceError) as info:
+            read("cpu")
+        assert info.value.temporary is False
+        assert "not supported in rootless mode without cgroups v2" in str(info.value)
+        assert 'use mode = "psutil"' in str(info.value)
+        return
+    assert version.strip() == "v2", version
+    cpu = read("cpu")
+    assert set(cpu) == {"1", "2"}, cpu
+    assert all(0.0 <= value <= 100.0 * (os.cpu_count() or 1) for value in cpu.values()), cpu
+    memory = read("memory")
+    assert set(memory) == {"1", "2"}, memory
+    # Daphne with Django loaded: tens of MiB, well under the machine's memory
+    assert all(20.0 < mib < 4096.0 for mib in memory.values()), memory
 
 
 class Load(LoadGenerator):

@@ -291,6 +291,9 @@ class CpuMeter:
 
 # --------------------------------------------------------------------------- podman stats
 
+_NO_ROOTLESS_STATS = "not supported in rootless mode without cgroups v2"
+"""Podman's answer to ``stats`` as a rootless user on a cgroup v1 host: permanent."""
+
 # Go prints microseconds as "µs" (U+00B5); "μs" (U+03BC) and "us" are accepted too.
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {
@@ -642,6 +645,15 @@ class ProcessSource:
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             detail = lines[-1] if lines else f"exit status {done.returncode}"
+            if _NO_ROOTLESS_STATS in detail:
+                # It will not pass by itself: rootless containers have no cgroups of their own
+                # on a cgroup v1 host (the host lab's, on this project's CI machine).
+                raise self._fail(
+                    request,
+                    f"podman stats failed: {detail}; boot the host with cgroup v2 "
+                    '(systemd.unified_cgroup_hierarchy=1) or use mode = "psutil"',
+                    False,
+                )
             raise self._fail(request, f"podman stats failed: {detail}", True)
         try:
             stats = {entry.name: entry for entry in parse_podman_stats(done.stdout)}
