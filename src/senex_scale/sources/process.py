@@ -9,7 +9,9 @@
     ``usage_usec`` in ``cpu.stat`` (always present in cgroup v2), memory from
     ``memory.current`` (needs the memory controller on that cgroup; page cache included,
     as ``systemctl status`` shows it). ``unit`` defaults to the pool runtime's ``unit``
-    (e.g. ``django@{n}.service``). A missing directory means the instance is not running.
+    (e.g. ``django@{n}.service``). A missing directory means the instance is not running,
+    unless the path lies in a cgroup mount that is not v2 (the default path on a v1 or
+    hybrid host): that is a permanent error (``_not_cgroup2``).
 
 ``psutil``
     Processes found by ``match`` (a regular expression searched in the command line joined
@@ -289,6 +291,27 @@ class CpuMeter:
         return out
 
 
+def _not_cgroup2(directory: str) -> str | None:
+    """Why ``directory`` cannot be a unit's cgroup v2 directory, when the file system that
+    would hold it is a cgroup mount that is not v2 (a cgroup v1 or hybrid host, where
+    /sys/fs/cgroup is a tmpfs of v1 controllers), else None: then a missing directory means
+    the unit is not running. The mounts come from psutil (``disk_partitions(all=True)``)."""
+    holder: tuple[str, str] | None = None
+    for part in psutil.disk_partitions(all=True):
+        point = part.mountpoint.rstrip("/") or "/"
+        inside = directory == point or directory.startswith(point.rstrip("/") + "/")
+        if inside and (holder is None or len(point) > len(holder[0])):
+            holder = (point, part.fstype)
+    if holder is None or not holder[0].startswith("/sys/fs/cgroup") or holder[1] == "cgroup2":
+        return None
+    point, kind = holder
+    return (
+        f"{directory} is missing and {point} is {kind}, not a cgroup v2 hierarchy: boot the "
+        "host with cgroup v2 (systemd.unified_cgroup_hierarchy=1), point cgroup_path at a "
+        'cgroup2 mount (a hybrid host has one at /sys/fs/cgroup/unified), or use mode = "psutil"'
+    )
+
+
 # --------------------------------------------------------------------------- podman stats
 
 _NO_ROOTLESS_STATS = "not supported in rootless mode without cgroups v2"
@@ -537,6 +560,9 @@ class ProcessSource:
             text = Path(directory, name).read_text()
         except FileNotFoundError as exc:
             if not os.path.isdir(directory):
+                wrong = _not_cgroup2(directory)
+                if wrong is not None:
+                    raise self._fail(request, wrong, False) from exc
                 return None  # no cgroup: the unit is not running
             hint = (
                 "not a cgroup v2 directory?"

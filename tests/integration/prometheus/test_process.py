@@ -278,6 +278,25 @@ def test_cgroup_without_cpu_stat_is_permanent(tmp_path: Path) -> None:
     assert "cpu.stat is missing" in str(info.value)
 
 
+def test_cgroup_mode_on_this_hosts_hierarchy() -> None:
+    """The default ``cgroup_path`` on this host, for units that are not running: on a cgroup
+    v2 host "no instance is running" (temporary); on a cgroup v1 or hybrid host (this
+    project's CI machine: /sys/fs/cgroup is a tmpfs) a permanent error saying so instead."""
+    unit = f"senex-absent-{uuid.uuid4().hex[:8]}@{{n}}.service"
+    source = ProcessSource("proc", {"mode": "cgroup", "unit": unit})
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    kind = {fields[1]: fields[2] for fields in mounts}.get("/sys/fs/cgroup")
+    with pytest.raises(SourceError) as info:
+        source.query(request_for("cpu", pool_of(2)), 1.0)
+    if kind == "cgroup2":
+        assert info.value.temporary is True
+        assert "no instance of pool django is running" in str(info.value)
+        return
+    assert info.value.temporary is False
+    assert f"/sys/fs/cgroup is {kind}, not a cgroup v2 hierarchy" in str(info.value)
+    assert 'mode = "psutil"' in str(info.value)
+
+
 # --------------------------------------------------------------------------- podman
 
 # `podman stats --no-stream --format json` of Podman 4/5 (cmd/podman/containers/stats.go,
