@@ -10,8 +10,8 @@
     ``memory.current`` (needs the memory controller on that cgroup; page cache included,
     as ``systemctl status`` shows it). ``unit`` defaults to the pool runtime's ``unit``
     (e.g. ``django@{n}.service``). A missing directory means the instance is not running,
-    unless the path lies in a cgroup mount that is not v2 (the default path on a v1 or
-    hybrid host): that is a permanent error (``_not_cgroup2``).
+    unless the path is under /sys/fs/cgroup on a file system that is not cgroup2 (the
+    default path on a v1 or hybrid host): that is a permanent error (``_not_cgroup2``).
 
 ``psutil``
     Processes found by ``match`` (a regular expression searched in the command line joined
@@ -292,18 +292,19 @@ class CpuMeter:
 
 
 def _not_cgroup2(directory: str) -> str | None:
-    """Why ``directory`` cannot be a unit's cgroup v2 directory, when the file system that
-    would hold it is a cgroup mount that is not v2 (a cgroup v1 or hybrid host, where
-    /sys/fs/cgroup is a tmpfs of v1 controllers), else None: then a missing directory means
-    the unit is not running. The mounts come from psutil (``disk_partitions(all=True)``)."""
+    """Why ``directory`` (under /sys/fs/cgroup) cannot be a unit's cgroup v2 directory, when
+    the file system that would hold it is not cgroup2 (a cgroup v1 or hybrid host, where
+    /sys/fs/cgroup is a tmpfs of v1 controllers; or nothing mounted there: sysfs), else None:
+    then a missing directory means the unit is not running. The mounts come from psutil
+    (``disk_partitions(all=True)``)."""
     holder: tuple[str, str] | None = None
     for part in psutil.disk_partitions(all=True):
         point = part.mountpoint.rstrip("/") or "/"
         inside = directory == point or directory.startswith(point.rstrip("/") + "/")
         if inside and (holder is None or len(point) > len(holder[0])):
             holder = (point, part.fstype)
-    if holder is None or not holder[0].startswith("/sys/fs/cgroup") or holder[1] == "cgroup2":
-        return None
+    if holder is None or holder[1] == "cgroup2" or not directory.startswith("/sys/fs/cgroup/"):
+        return None  # (a cgroup_path elsewhere is taken as written: e.g. a test's files)
     point, kind = holder
     return (
         f"{directory} is missing and {point} is {kind}, not a cgroup v2 hierarchy: boot the "
