@@ -169,12 +169,7 @@ def test_process_source_reads_the_pools_podman_stats(deployment: Deployment) -> 
     user (``podman_command`` through nsenter and runuser): a CPU and a memory reading for each
     running ``senex-django-{n}`` container, none for a number that is not running."""
     lab, user = deployment.lab, deployment.user
-    uid = lab.uid(user)
-    podman = [
-        "nsenter", "-t", lab.pid_file.read_text().strip(), "-a", "--",
-        "runuser", "-u", user, "--", "env", "-C", f"/home/{user}", f"HOME=/home/{user}",
-        f"XDG_RUNTIME_DIR=/run/user/{uid}", "podman",
-    ]  # fmt: skip
+    podman = lab.user_argv(user, "podman")
     source = ProcessSource(
         "proc",
         {"mode": "podman", "container": "senex-django-{n}", "podman_command": podman,

@@ -63,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,15 +260,22 @@ class Lab:
 
     def as_user(self, user: str, *argv: str, timeout: float = 120.0) -> Completed:
         """``argv`` as ``user`` with its systemd manager's environment (rootless Podman)."""
+        return self.exec(*self._user_command(user, argv), timeout=timeout)
+
+    def user_argv(self, user: str, *argv: str) -> list[str]:
+        """The command line that runs ``argv`` from this host as ``as_user`` does (e.g. a
+        source's ``podman_command``)."""
+        pid = int(self.pid_file.read_text().strip())
+        return NsenterTransport(pid).argv(self._user_command(user, argv))
+
+    def _user_command(self, user: str, argv: Sequence[str]) -> list[str]:
         uid = self.uid(user)
         env = [
             f"XDG_RUNTIME_DIR=/run/user/{uid}",
             f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus",
             f"HOME=/home/{user}",
         ]
-        return self.exec(
-            "runuser", "-u", user, "--", "env", "-C", f"/home/{user}", *env, *argv, timeout=timeout
-        )
+        return ["runuser", "-u", user, "--", "env", "-C", f"/home/{user}", *env, *argv]
 
     def check_user(self, user: str, *argv: str, timeout: float = 120.0) -> str:
         done = self.as_user(user, *argv, timeout=timeout)

@@ -546,6 +546,11 @@ class ProcessSource:
         mode = self.settings.mode
         if mode == "cgroup":
             readings = {i: self._read_cgroup(t, what, request) for i, t in targets.items()}
+            if targets and all(r is None for r in readings.values()):
+                # none found: on a cgroup v1 host none can be (checked once, not per instance)
+                wrong = _not_cgroup2(next(iter(targets.values())))
+                if wrong is not None:
+                    raise self._fail(request, wrong, False)
         elif mode == "podman":
             readings = self._read_podman(targets, request)
         elif self.settings.match is not None:
@@ -561,10 +566,7 @@ class ProcessSource:
             text = Path(directory, name).read_text()
         except FileNotFoundError as exc:
             if not os.path.isdir(directory):
-                wrong = _not_cgroup2(directory)
-                if wrong is not None:
-                    raise self._fail(request, wrong, False) from exc
-                return None  # no cgroup: the unit is not running
+                return None  # no cgroup: the unit is not running (see _read)
             hint = (
                 "not a cgroup v2 directory?"
                 if what == "cpu"
